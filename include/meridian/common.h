@@ -125,4 +125,7 @@ int mrd_buf_printf(mrd_buf *b, const char *fmt, ...) __attribute__((format(print
 /* Drops the first n bytes. */
 void mrd_buf_consume(mrd_buf *b, size_t n);
 
+/* Appends s as a JSON string (quoted, escaped; control bytes as \u00XX) to out. */
+int mrd_json_quote(mrd_buf *out, const char *s);
+
 #endif

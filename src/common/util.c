@@ -45,23 +45,44 @@ int mrd_read_file(const char *path, size_t max_bytes, char **out, size_t *out_le
         close(fd);
         return mrd_fail(msg, MRD_EINVAL, "%s: not a regular file", path);
     }
-    if ((uint64_t)st.st_size > max_bytes) {
-        close(fd);
-        return mrd_fail(msg, MRD_ETOOBIG, "%s: %lld bytes, more than the limit of %zu", path,
-                        (long long)st.st_size, max_bytes);
-    }
-    size_t size = (size_t)st.st_size;
-    char *data = malloc(size + 1);
+    /* Read to end of file rather than trusting st_size: /proc files report 0. */
+    size_t cap = (size_t)st.st_size + 1, got = 0;
+    if (cap < 256) cap = 256;
+    if (cap > max_bytes + 1) cap = max_bytes + 1;
+    char *data = malloc(cap + 1);
     if (data == NULL) {
         close(fd);
         return mrd_fail(msg, MRD_ENOMEM, "%s: out of memory", path);
     }
-    size_t got = 0;
-    while (got < size) {
-        ssize_t n = read(fd, data + got, size - got);
+    for (;;) {
+        if (got == cap) {
+            if (cap > max_bytes) break;
+            size_t ncap = cap * 2 > max_bytes + 1 ? max_bytes + 1 : cap * 2;
+            char *bigger = realloc(data, ncap + 1);
+            if (bigger == NULL) {
+                free(data);
+                close(fd);
+                return mrd_fail(msg, MRD_ENOMEM, "%s: out of memory", path);
+            }
+            data = bigger;
+            cap = ncap;
+        }
+        ssize_t n = read(fd, data + got, cap - got);
         if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
+        if (n < 0) {
+            int e = errno;
+            free(data);
+            close(fd);
+            return mrd_fail(msg, MRD_EIO, "%s: cannot read: %s", path, strerror(e));
+        }
+        if (n == 0) break;
         got += (size_t)n;
+    }
+    if (got > max_bytes) {
+        free(data);
+        close(fd);
+        return mrd_fail(msg, MRD_ETOOBIG, "%s: more than the limit of %zu bytes", path,
+                        max_bytes);
     }
     close(fd);
     data[got] = '\0';
