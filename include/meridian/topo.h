@@ -1,5 +1,5 @@
 /*
- * topo: the topology file (regions/*.yaml) as a typed, validated struct.
+ * topo: the topology file (a YAML file under regions/) as a typed, validated struct.
  *
  * A topology names a global database, its primary region and up to eleven
  * regions (one primary and up to ten secondaries). Each region has three
@@ -54,7 +54,8 @@ typedef struct {
     uint16_t port;            /* never 0 after parsing */
 } topo_addr;
 
-/* Parses "127.0.0.1:7000", "[::1]:7000" or "db1.example:7000". */
+/* Parses "127.0.0.1:7000", "[::1]:7000" or "db1.example:7000"; an IPv6 host is
+ * kept in its canonical form. Returns 0, or MRD_EPARSE leaving *out as it was. */
 int topo_addr_parse(const char *text, topo_addr *out);
 /* Formats as host:port (brackets for IPv6) into buf; returns buf. */
 const char *topo_addr_str(const topo_addr *addr, char *buf, size_t len);
@@ -126,8 +127,9 @@ typedef struct {
 
 /*
  * Parses and validates a topology held in memory. `name` is used in messages
- * (normally the file's path). On refusal returns MRD_EPARSE (or MRD_EINVAL)
- * and msg says "NAME:LINE: FIELD: what is wrong".
+ * (normally the file's path). On refusal returns MRD_EPARSE (or MRD_EINVAL,
+ * or MRD_ENOMEM when memory runs out), msg says "NAME:LINE: FIELD: what is
+ * wrong", and *out is left as it was. docs/topology.md lists every key.
  */
 int topo_parse(const char *name, const char *text, size_t len, topology *out, mrd_msg *msg);
 
@@ -147,7 +149,9 @@ const topo_node *topo_find(const topology *topo, const char *id);
 /* The router record a router node belongs to (NULL when node is not a router). */
 const topo_router *topo_router_of(const topology *topo, const topo_node *node);
 
-/* The certs folder resolved against the topology file's folder, into buf. */
+/* The certs folder resolved against the topology file's folder, into buf;
+ * returns buf, or NULL when buf is too small or the file sets no certs folder
+ * (then the CLI uses DATA/certs). */
 const char *topo_certs_dir(const topology *topo, char *buf, size_t len);
 
 #endif
