@@ -15,9 +15,19 @@
  * (h2_req_respond) or streamed (h2_req_respond_start, then h2_req_write any
  * number of times, then h2_req_finish). Written data waits in the stream's
  * queue until HTTP/2 flow control lets it out; h2_req_queued tells a producer
- * how much is waiting so that it can stop producing (back-pressure). A
+ * how much is waiting so that it can stop producing (back-pressure), and
+ * on_drain tells it when bytes have left so that it can produce again. A
  * receiver applies back-pressure with h2_req_pause / h2_call_pause: while
- * paused, received data is not acknowledged to the peer's flow control.
+ * paused, received data is not acknowledged to the peer's stream window, so
+ * the peer stops after at most H2_STREAM_WINDOW_BYTES (other streams on the
+ * connection keep flowing: the connection window is returned on receipt).
+ *
+ * Limits: every connection holds at most H2_CONN_QUEUED_BYTES_MAX bytes in
+ * its streams' queues together (a write beyond it fails with MRD_EBUSY; a
+ * single write larger than it with MRD_ETOOBIG).
+ *
+ * Writing to a peer that has gone can raise SIGPIPE: a process using h2 sets
+ * SIGPIPE to SIG_IGN in main().
  *
  * Object lifetimes follow libuv's: an h2_req or h2_call stays valid until its
  * on_close callback has returned; a server or client is freed only after its
@@ -36,6 +46,10 @@
 #define H2_BODY_BYTES_MAX_DEFAULT (16u * 1024 * 1024)
 #define H2_STREAMS_MAX_DEFAULT 256u
 #define H2_HEADERS_MAX 32
+/* Receive window we announce for every stream (SETTINGS_INITIAL_WINDOW_SIZE). */
+#define H2_STREAM_WINDOW_BYTES (1u * 1024 * 1024)
+/* Bytes all streams of one connection may hold queued for sending. */
+#define H2_CONN_QUEUED_BYTES_MAX (64u * 1024 * 1024)
 
 typedef struct {
     const char *name; /* lowercase */
@@ -85,8 +99,13 @@ typedef struct {
     /* Streaming mode: the peer ended its side of the stream. */
     void (*on_end)(h2_req *req, void *ud);
     /* The stream is gone (completed, reset or the connection died); error_code is the
-     * HTTP/2 error code (0 for a normal close). req is invalid after this returns. */
+     * HTTP/2 error code (0 for a normal close; CANCEL (8) when the connection went away).
+     * Only requests the application has seen (on_headers or on_request) get it.
+     * req is invalid after this returns. */
     void (*on_close)(h2_req *req, uint32_t error_code, void *ud);
+    /* Optional. Bytes left the response queue (h2_req_queued went down): a producer
+     * holding back because of back-pressure may write again. */
+    void (*on_drain)(h2_req *req, void *ud);
 } h2_server_cbs;
 
 typedef struct {
@@ -138,9 +157,12 @@ typedef struct h2_client h2_client;
 typedef struct h2_call h2_call;
 
 typedef struct {
-    /* The connection is up (status 0; TLS handshake and SETTINGS done) or failed. */
+    /* The connection is up (status 0; TLS handshake and the server's SETTINGS done) or
+     * failed (MRD_ECONN, MRD_ETLS, ...). Called once, unless h2_client_close came first. */
     void (*on_connect)(h2_client *c, int status, void *ud);
-    /* The connection is gone; every open call has had its on_close. */
+    /* The connection that came up is gone (dropped, or h2_client_close); every open call
+     * has had its on_close. Called at most once. The client stays allocated until
+     * h2_client_close, which must be called in every case (also after a failed connect). */
     void (*on_disconnect)(h2_client *c, int error, void *ud);
 } h2_client_cbs;
 
@@ -162,12 +184,17 @@ void h2_client_close(h2_client *c);
 typedef struct {
     void (*on_response)(h2_call *call, int status, void *ud); /* response headers */
     void (*on_data)(h2_call *call, const uint8_t *data, size_t len, void *ud);
-    /* The call is over: error 0 when the response ended normally, else an mrd_err. */
+    /* The call is over: error 0 when the response ended normally, else an mrd_err
+     * (MRD_ECLOSED: reset, cancelled, or the connection closed; MRD_ECONN: the connection
+     * failed; MRD_EBUSY: refused unprocessed, safe to retry). */
     void (*on_close)(h2_call *call, int error, void *ud);
+    /* Optional. Bytes of the request body left the queue (h2_call_queued went down). */
+    void (*on_drain)(h2_call *call, void *ud);
 } h2_call_cbs;
 
 /* Opens a stream. With end_stream false the body continues with h2_call_write and
- * ends with h2_call_finish (a long-lived stream). */
+ * ends with h2_call_finish (a long-lived stream). Needs a connected client (else
+ * MRD_ECLOSED). out may be NULL. */
 int h2_client_request(h2_client *c, const char *method, const char *path, const h2_header *hdrs,
                       size_t nhdrs, const void *body, size_t len, bool end_stream,
                       const h2_call_cbs *cbs, void *ud, h2_call **out);
@@ -188,7 +215,8 @@ typedef struct {
     char content_type[128];
 } h2_result;
 
-/* Runs a private loop: connect, one request, whole response, close. */
+/* Runs a private loop: connect, one request, whole response, close. timeout_ms bounds
+ * the whole exchange (MRD_ETIMEDOUT). */
 int h2_fetch(const h2_client_config *cfg, const char *method, const char *path,
              const h2_header *hdrs, size_t nhdrs, const void *body, size_t len,
              uint64_t timeout_ms, h2_result *out, mrd_msg *msg);
