@@ -1,0 +1,195 @@
+/*
+ * The metadata file: epoch and, per protection group, segment index and SCL.
+ * Layout (little-endian): "MRDM", u16 version, u16 pg count, u64 epoch, then
+ * per PG {u32 pg id, u8 segment index, 3 zero bytes, u64 scl}, then a CRC32C of
+ * everything before it. One canonical encoding: PG ids strictly increase.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "seglog_int.h"
+
+#define SEGLOG_META_HEAD_BYTES 16u
+#define SEGLOG_META_PG_BYTES 16u
+#define SEGLOG_META_CRC_BYTES 4u
+#define SEGLOG_META_TMP_SUFFIX ".tmp"
+
+static const uint8_t seglog_meta_magic[4] = {'M', 'R', 'D', 'M'};
+
+static size_t seglog_meta_size(uint32_t pgs)
+{
+    return SEGLOG_META_HEAD_BYTES + (size_t)pgs * SEGLOG_META_PG_BYTES + SEGLOG_META_CRC_BYTES;
+}
+
+static int seglog_meta_check(const seglog_meta *m, mrd_msg *msg)
+{
+    if (m->pg_count > SEGLOG_META_PGS_MAX)
+        return mrd_fail(msg, MRD_ETOOBIG, "metadata: %" PRIu32 " protection groups, limit %d",
+                        m->pg_count, SEGLOG_META_PGS_MAX);
+    for (uint32_t i = 0; i < m->pg_count; i++) {
+        if (m->pgs[i].segment_index >= SEGLOG_META_SEGMENTS)
+            return mrd_fail(msg, MRD_EINVAL, "metadata: pg %" PRIu32 ": segment index %u >= %d",
+                            m->pgs[i].pg_id, m->pgs[i].segment_index, SEGLOG_META_SEGMENTS);
+        if (i > 0 && m->pgs[i].pg_id <= m->pgs[i - 1].pg_id)
+            return mrd_fail(msg, MRD_EINVAL, "metadata: pg ids not strictly increasing at %" PRIu32,
+                            i);
+    }
+    return 0;
+}
+
+int seglog_meta_encode(const seglog_meta *m, uint8_t *out, size_t cap, size_t *len, mrd_msg *msg)
+{
+    int rc = seglog_meta_check(m, msg);
+    if (rc != 0) return rc;
+    size_t size = seglog_meta_size(m->pg_count);
+    if (cap < size) return mrd_fail(msg, MRD_ETOOBIG, "metadata: needs %zu bytes", size);
+    memcpy(out, seglog_meta_magic, 4);
+    out[4] = (uint8_t)SEGLOG_META_VERSION;
+    out[5] = (uint8_t)(SEGLOG_META_VERSION >> 8);
+    out[6] = (uint8_t)m->pg_count;
+    out[7] = (uint8_t)(m->pg_count >> 8);
+    seglog_put_u64(out + 8, m->epoch);
+    uint8_t *p = out + SEGLOG_META_HEAD_BYTES;
+    for (uint32_t i = 0; i < m->pg_count; i++, p += SEGLOG_META_PG_BYTES) {
+        seglog_put_u32(p, m->pgs[i].pg_id);
+        p[4] = m->pgs[i].segment_index;
+        p[5] = p[6] = p[7] = 0;
+        seglog_put_u64(p + 8, m->pgs[i].scl);
+    }
+    seglog_put_u32(p, mrd_crc32c(0, out, size - SEGLOG_META_CRC_BYTES));
+    *len = size;
+    return 0;
+}
+
+/* Magic, version, count and exact size: what must hold before anything else is read. */
+static int seglog_meta_frame(const uint8_t *d, size_t len, uint32_t *pgs, mrd_msg *msg)
+{
+    if (len < seglog_meta_size(0))
+        return mrd_fail(msg, MRD_ETRUNC, "metadata: %zu bytes, shorter than the %zu-byte minimum",
+                        len, seglog_meta_size(0));
+    if (memcmp(d, seglog_meta_magic, 4) != 0)
+        return mrd_fail(msg, MRD_EPARSE, "metadata: offset 0: bad magic");
+    unsigned version = d[4] | (unsigned)d[5] << 8;
+    if (version != SEGLOG_META_VERSION)
+        return mrd_fail(msg, MRD_EVERSION, "metadata: offset 4: version %u, expected %u", version,
+                        SEGLOG_META_VERSION);
+    *pgs = d[6] | (uint32_t)d[7] << 8;
+    if (*pgs > SEGLOG_META_PGS_MAX)
+        return mrd_fail(msg, MRD_ETOOBIG, "metadata: offset 6: %" PRIu32 " groups, limit %d", *pgs,
+                        SEGLOG_META_PGS_MAX);
+    if (len != seglog_meta_size(*pgs))
+        return mrd_fail(msg, MRD_ETRUNC, "metadata: %zu bytes, %" PRIu32 " groups need %zu", len,
+                        *pgs, seglog_meta_size(*pgs));
+    uint32_t want = seglog_get_u32(d + len - SEGLOG_META_CRC_BYTES);
+    if (mrd_crc32c(0, d, len - SEGLOG_META_CRC_BYTES) != want)
+        return mrd_fail(msg, MRD_ECRC, "metadata: offset %zu: crc mismatch",
+                        len - SEGLOG_META_CRC_BYTES);
+    return 0;
+}
+
+int seglog_meta_decode(const uint8_t *d, size_t len, seglog_meta *out, mrd_msg *msg)
+{
+    uint32_t pgs = 0;
+    int rc = seglog_meta_frame(d, len, &pgs, msg);
+    if (rc != 0) return rc;
+    out->epoch = seglog_get_u64(d + 8);
+    out->pg_count = pgs;
+    const uint8_t *p = d + SEGLOG_META_HEAD_BYTES;
+    for (uint32_t i = 0; i < pgs; i++, p += SEGLOG_META_PG_BYTES) {
+        size_t at = (size_t)(p - d);
+        if (p[5] != 0 || p[6] != 0 || p[7] != 0)
+            return mrd_fail(msg, MRD_EPARSE, "metadata: offset %zu: padding not zero", at + 5);
+        out->pgs[i].pg_id = seglog_get_u32(p);
+        out->pgs[i].segment_index = p[4];
+        out->pgs[i].scl = seglog_get_u64(p + 8);
+    }
+    rc = seglog_meta_check(out, msg);
+    if (rc != 0) return MRD_EPARSE;
+    return 0;
+}
+
+static void seglog_dir_of(const char *path, char dir[SEGLOG_PATH_MAX])
+{
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL) {
+        strcpy(dir, ".");
+    } else if (slash == path) {
+        strcpy(dir, "/");
+    } else {
+        memcpy(dir, path, (size_t)(slash - path));
+        dir[slash - path] = '\0';
+    }
+}
+
+/* tmp written and synced; the caller renames it into place. */
+static int seglog_meta_write_tmp(seglog_io *io, const char *tmp, const uint8_t *data, size_t len,
+                                 mrd_msg *msg)
+{
+    int fd;
+    int rc = io->open(io, tmp, SEGLOG_IO_WRITE | SEGLOG_IO_CREATE | SEGLOG_IO_TRUNC, &fd);
+    if (rc != 0) return seglog_io_err(msg, rc, "create", tmp);
+    rc = io->pwrite(io, fd, data, len, 0);
+    if (rc != 0) {
+        seglog_io_err(msg, rc, "write", tmp);
+        goto fail_fd;
+    }
+    rc = io->fdatasync(io, fd);
+    if (rc != 0) {
+        seglog_io_err(msg, rc, "fdatasync", tmp);
+        goto fail_fd;
+    }
+    io->close(io, fd);
+    return 0;
+fail_fd:
+    io->close(io, fd);
+    io->unlink(io, tmp);
+    return MRD_EIO;
+}
+
+int seglog_meta_write(seglog_io *io, const char *path, const seglog_meta *meta, mrd_msg *msg)
+{
+    uint8_t data[SEGLOG_META_BYTES_MAX];
+    size_t len;
+    char tmp[SEGLOG_PATH_MAX], dir[SEGLOG_PATH_MAX];
+    int rc = seglog_meta_encode(meta, data, sizeof(data), &len, msg);
+    if (rc != 0) return rc;
+    if (strlen(path) + sizeof(SEGLOG_META_TMP_SUFFIX) > SEGLOG_PATH_MAX)
+        return mrd_fail(msg, MRD_EINVAL, "%s: path too long", path);
+    snprintf(tmp, sizeof(tmp), "%s" SEGLOG_META_TMP_SUFFIX, path);
+    seglog_dir_of(path, dir);
+    rc = seglog_meta_write_tmp(io, tmp, data, len, msg);
+    if (rc != 0) return rc;
+    rc = io->rename(io, tmp, path);
+    if (rc != 0) {
+        io->unlink(io, tmp);
+        return seglog_io_err(msg, rc, "rename", path);
+    }
+    rc = io->fsync_dir(io, dir);
+    if (rc != 0) return seglog_io_err(msg, rc, "fsync", dir);
+    return 0;
+}
+
+int seglog_meta_read(seglog_io *io, const char *path, seglog_meta *out, mrd_msg *msg)
+{
+    uint8_t data[SEGLOG_META_BYTES_MAX + 1];
+    int fd;
+    uint64_t size;
+    size_t got = 0;
+    int rc = io->open(io, path, 0, &fd);
+    if (rc == -ENOENT) return mrd_fail(msg, MRD_ENOTFOUND, "%s: no metadata file", path);
+    if (rc != 0) return seglog_io_err(msg, rc, "open", path);
+    rc = io->size(io, fd, &size);
+    if (rc == 0 && size > SEGLOG_META_BYTES_MAX) {
+        io->close(io, fd);
+        return mrd_fail(msg, MRD_ETOOBIG, "%s: %" PRIu64 " bytes, limit %u", path, size,
+                        SEGLOG_META_BYTES_MAX);
+    }
+    if (rc == 0) rc = io->pread(io, fd, data, (size_t)size, 0, &got);
+    io->close(io, fd);
+    if (rc != 0) return seglog_io_err(msg, rc, "read", path);
+    mrd_msg inner;
+    rc = seglog_meta_decode(data, got, out, &inner);
+    if (rc != 0) return mrd_fail(msg, rc, "%s: %s", path, inner.text);
+    return 0;
+}
