@@ -1,0 +1,84 @@
+/*
+ * node: the life of one meridiand process — whatever its role.
+ *
+ * A node loads the topology, finds itself in it by id, takes an exclusive
+ * lock on its data folder (two processes never share one), opens its HTTP/2
+ * listener (TLS with mutual certificates unless the topology says otherwise),
+ * writes its pid file once it is ready to serve, and runs one libuv loop until
+ * SIGTERM or SIGINT, when it closes everything and removes the pid file.
+ *
+ * Every node serves GET /v1/status (JSON) and GET /metrics (Prometheus text).
+ * A role adds its own routes and status fields through mrd_node_route and a
+ * status hook; the node itself knows nothing of storage, SQL or replication.
+ */
+#ifndef MERIDIAN_NODE_H
+#define MERIDIAN_NODE_H
+
+#include <uv.h>
+
+#include "meridian/common.h"
+#include "meridian/h2.h"
+#include "meridian/metrics.h"
+#include "meridian/topo.h"
+
+#define MRD_NODE_ROUTES_MAX 32
+#define MRD_PID_FILE "meridiand.pid"
+#define MRD_LOCK_FILE "LOCK"
+
+typedef struct mrd_node mrd_node;
+
+/* A route's handler gets the whole (buffered) request and must respond, now or later. */
+typedef void (*mrd_route_fn)(mrd_node *node, h2_req *req, void *ud);
+
+typedef struct {
+    char method[8];
+    char path[64]; /* exact match on the path without the query string */
+    mrd_route_fn fn;
+    void *ud;
+} mrd_route;
+
+/* Adds role-specific fields to /v1/status: appends `,"key":value...` to out. */
+typedef void (*mrd_status_fn)(mrd_node *node, mrd_buf *out, void *ud);
+
+struct mrd_node {
+    uv_loop_t *loop;
+    topology topo;
+    const topo_node *self;
+    char data_dir[TOPO_PATH_MAX];
+    char certs_dir[TOPO_PATH_MAX];
+    uint64_t started_ms; /* monotonic */
+    uint64_t started_wall_ms;
+    int lock_fd;
+    h2_tls *tls;
+    h2_server *server;
+    mrd_metrics metrics;
+    mrd_metric *m_requests;
+    mrd_metric *m_request_seconds;
+    mrd_route routes[MRD_NODE_ROUTES_MAX];
+    int route_count;
+    mrd_status_fn status_fn;
+    void *status_ud;
+    uv_signal_t sig_term;
+    uv_signal_t sig_int;
+    bool stopping;
+};
+
+typedef struct {
+    const char *topology_path;
+    const char *id;
+    const char *role; /* must match the id's role in the topology */
+    const char *data_dir;
+    const char *certs_dir; /* NULL: the topology's certs folder */
+} mrd_node_config;
+
+/* Loads the topology, checks the role, locks the data folder, opens the listener. */
+int mrd_node_init(mrd_node *node, uv_loop_t *loop, const mrd_node_config *cfg, mrd_msg *msg);
+int mrd_node_route(mrd_node *node, const char *method, const char *path, mrd_route_fn fn,
+                   void *ud);
+/* Writes the pid file and runs the loop until a stop signal; then closes everything. */
+int mrd_node_run(mrd_node *node, mrd_msg *msg);
+
+/* Answers with a JSON error body {"error":{"code":...,"message":...}}. */
+void mrd_node_error(h2_req *req, int http_status, const char *code, const char *message);
+
+#endif

@@ -1,0 +1,121 @@
+/*
+ * meridian: the operator's CLI. Parses arguments and calls the ctl module.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "meridian/ctl.h"
+#include "meridian/topo.h"
+
+static const char usage_text[] =
+    "usage: meridian COMMAND TOPOLOGY [options]\n"
+    "\n"
+    "commands:\n"
+    "  check TOPOLOGY                 validate a topology file and print it\n"
+    "  certs TOPOLOGY [--data DIR]    create missing TLS certificates (CA, every process, cli)\n"
+    "  up TOPOLOGY [--data DIR] [--timeout-ms N]\n"
+    "                                 start every process not running; wait until all answer\n"
+    "  down TOPOLOGY [--data DIR] [--grace-ms N] [--purge]\n"
+    "                                 stop every process (SIGTERM, SIGKILL after the grace\n"
+    "                                 period); --purge also removes their data\n"
+    "  status TOPOLOGY [--data DIR] [--json]\n"
+    "                                 show every process: id, role, region, AZ, address,\n"
+    "                                 state, pid\n"
+    "\n"
+    "--data DIR defaults to ./data/NAME, NAME being the topology's database name.\n";
+
+typedef struct {
+    const char *command;
+    const char *topology;
+    const char *data;
+    uint64_t timeout_ms;
+    uint64_t grace_ms;
+    bool purge;
+    bool json;
+} cli_args;
+
+static int parse_args(int argc, char **argv, cli_args *a)
+{
+    static const struct option opts[] = {
+        {"data", required_argument, NULL, 'd'},     {"timeout-ms", required_argument, NULL, 't'},
+        {"grace-ms", required_argument, NULL, 'g'}, {"purge", no_argument, NULL, 'p'},
+        {"json", no_argument, NULL, 'j'},           {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    a->timeout_ms = CTL_UP_TIMEOUT_MS_DEFAULT;
+    a->grace_ms = CTL_DOWN_GRACE_MS_DEFAULT;
+    int c;
+    while ((c = getopt_long(argc, argv, "d:t:g:pjh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd':
+            a->data = optarg;
+            break;
+        case 't':
+            a->timeout_ms = strtoull(optarg, NULL, 10);
+            break;
+        case 'g':
+            a->grace_ms = strtoull(optarg, NULL, 10);
+            break;
+        case 'p':
+            a->purge = true;
+            break;
+        case 'j':
+            a->json = true;
+            break;
+        default:
+            return -1;
+        }
+    }
+    if (optind + 2 != argc) return -1;
+    a->command = argv[optind];
+    a->topology = argv[optind + 1];
+    return 0;
+}
+
+static int run(const cli_args *a, const topology *topo, mrd_msg *msg)
+{
+    if (strcmp(a->command, "check") == 0) {
+        topo_print(topo, stdout);
+        printf("%s: ok\n", a->topology);
+        return 0;
+    }
+    char data[TOPO_PATH_MAX];
+    if (a->data != NULL)
+        snprintf(data, sizeof(data), "%s", a->data);
+    else
+        snprintf(data, sizeof(data), "data/%s", topo->name);
+    static ctl_ctx ctx;
+    int rc = ctl_init(&ctx, topo, a->topology, data, msg);
+    if (rc != 0) return rc;
+    if (strcmp(a->command, "certs") == 0) return ctl_certs(&ctx, msg);
+    if (strcmp(a->command, "up") == 0) return ctl_up(&ctx, a->timeout_ms, msg);
+    if (strcmp(a->command, "down") == 0) return ctl_down(&ctx, a->grace_ms, a->purge, msg);
+    if (strcmp(a->command, "status") == 0) return ctl_status(&ctx, a->json, msg);
+    return mrd_fail(msg, MRD_EINVAL, "unknown command: %s", a->command);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
+                      strcmp(argv[1], "-h") == 0)) {
+        fputs(usage_text, stdout);
+        return 0;
+    }
+    cli_args a = {0};
+    if (parse_args(argc, argv, &a) != 0) {
+        fputs(usage_text, stderr);
+        return 2;
+    }
+    mrd_log_init("cli", MRD_LOG_ERROR); /* the CLI reports failures itself; transport warnings are noise here */
+    static topology topo;
+    mrd_msg msg = {{0}};
+    int rc = topo_load(a.topology, &topo, &msg);
+    if (rc == 0) rc = run(&a, &topo, &msg);
+    if (rc != 0) {
+        fprintf(stderr, "meridian %s: %s\n", a.command, msg.text);
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,122 @@
+/* `meridian status`: every process of the topology, as a table or as JSON. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctl_private.h"
+
+typedef struct {
+    const topo_node *node;
+    const char *state; /* running, unresponsive, stopped, foreign */
+    long pid;          /* 0: none */
+    char detail[MRD_MSG_MAX];
+} status_row;
+
+typedef struct {
+    status_row rows[CTL_NODES_MAX];
+    int count;
+    const ctl_ctx *ctx;
+} status_table;
+
+static long json_pid(const h2_result *res)
+{
+    const char *p = res->body.data != NULL ? strstr((char *)res->body.data, "\"pid\":") : NULL;
+    return p != NULL ? strtol(p + 6, NULL, 10) : 0;
+}
+
+/* running: answers as the pid its pid file names; foreign: something else answers there. */
+static int probe_node(const topology *topo, const topo_node *node, void *ud)
+{
+    status_table *t = ud;
+    if (t->count >= CTL_NODES_MAX) return MRD_ETOOBIG;
+    status_row *row = &t->rows[t->count++];
+    memset(row, 0, sizeof(*row));
+    row->node = node;
+    row->pid = (long)ctl_running_pid(t->ctx, node);
+    h2_result res;
+    memset(&res, 0, sizeof(res));
+    mrd_msg msg = {{0}};
+    int rc = ctl_fetch(t->ctx, node, "GET", "/v1/status", NULL, 0, CTL_STATUS_TIMEOUT_MS, &res,
+                       &msg);
+    bool answered = rc == 0 && res.status == 200;
+    long answered_pid = answered ? json_pid(&res) : 0;
+    h2_result_free(&res);
+    if (row->pid != 0 && answered && answered_pid == row->pid) {
+        row->state = "running";
+    } else if (row->pid != 0) {
+        row->state = "unresponsive";
+        snprintf(row->detail, sizeof(row->detail), "%s", rc != 0 ? msg.text : "bad status answer");
+    } else if (answered) {
+        row->state = "foreign";
+        snprintf(row->detail, sizeof(row->detail),
+                 "a process not started from this data folder answers there (pid %ld)",
+                 answered_pid);
+    } else {
+        row->state = "stopped";
+    }
+    return 0;
+}
+
+static void print_table(const ctl_ctx *ctx, const status_table *t)
+{
+    FILE *out = ctx->out;
+    fprintf(out, "%-20s %-8s %-12s %-6s %-22s %-13s %s\n", "ID", "ROLE", "REGION", "AZ", "ADDRESS",
+            "STATE", "PID");
+    for (int i = 0; i < t->count; i++) {
+        const status_row *r = &t->rows[i];
+        const topo_region *region = &ctx->topo->regions[r->node->region];
+        char addr[128], pid[24] = "-";
+        if (r->pid != 0) snprintf(pid, sizeof(pid), "%ld", r->pid);
+        fprintf(out, "%-20s %-8s %-12s %-6s %-22s %-13s %s%s%s\n", r->node->id,
+                topo_role_name(r->node->role), region->name, region->azs[r->node->az],
+                topo_addr_str(&r->node->addr, addr, sizeof(addr)), r->state, pid,
+                r->detail[0] ? "  " : "", r->detail);
+    }
+}
+
+static void print_json(const ctl_ctx *ctx, const status_table *t)
+{
+    mrd_buf b;
+    mrd_buf_init(&b);
+    mrd_buf_printf(&b, "{\"database\":");
+    mrd_json_quote(&b, ctx->topo->name);
+    mrd_buf_printf(&b, ",\"primary\":");
+    mrd_json_quote(&b, ctx->topo->primary);
+    mrd_buf_printf(&b, ",\"processes\":[");
+    for (int i = 0; i < t->count; i++) {
+        const status_row *r = &t->rows[i];
+        const topo_region *region = &ctx->topo->regions[r->node->region];
+        char addr[128];
+        mrd_buf_printf(&b, "%s{\"id\":", i ? "," : "");
+        mrd_json_quote(&b, r->node->id);
+        mrd_buf_printf(&b, ",\"role\":\"%s\",\"region\":", topo_role_name(r->node->role));
+        mrd_json_quote(&b, region->name);
+        mrd_buf_printf(&b, ",\"az\":");
+        mrd_json_quote(&b, region->azs[r->node->az]);
+        mrd_buf_printf(&b, ",\"address\":");
+        mrd_json_quote(&b, topo_addr_str(&r->node->addr, addr, sizeof(addr)));
+        mrd_buf_printf(&b, ",\"state\":\"%s\",\"pid\":", r->state);
+        if (r->pid != 0)
+            mrd_buf_printf(&b, "%ld", r->pid);
+        else
+            mrd_buf_printf(&b, "null");
+        mrd_buf_printf(&b, "}");
+    }
+    mrd_buf_printf(&b, "]}\n");
+    fwrite(b.data, 1, b.len, ctx->out);
+    mrd_buf_free(&b);
+}
+
+int ctl_status(ctl_ctx *ctx, bool json, mrd_msg *msg)
+{
+    static status_table t;
+    t.count = 0;
+    t.ctx = ctx;
+    int rc = topo_each_node(ctx->topo, probe_node, &t);
+    if (rc != 0) return mrd_fail(msg, rc, "too many processes in the topology");
+    if (json)
+        print_json(ctx, &t);
+    else
+        print_table(ctx, &t);
+    return 0;
+}
