@@ -75,6 +75,7 @@ typedef struct {
     uint64_t prev_lsn; /* previous LSN of the same PG; 0 = the PG's first record */
     uint64_t page;     /* volume-wide page index */
     uint64_t txn;      /* optional transaction id; 0 = none (not encoded) */
+    uint64_t vol_prev_lsn; /* previous LSN of the volume, any PG; 0 = the first (not encoded) */
     uint32_t pg;       /* protection group index */
     uint32_t flags;    /* WIRE_REC_* */
     uint32_t delta_count;
@@ -178,6 +179,24 @@ int wire_batch_add(wire_batch_builder *b, const wire_record *rec, mrd_msg *msg);
 int wire_batch_finish(wire_batch_builder *b, mrd_msg *msg);
 /* Removes the unfinished batch from out. */
 void wire_batch_abort(wire_batch_builder *b);
+
+/* ---- acknowledgements ------------------------------------------------------------------ */
+
+/*
+ * A storage node's answer to an append, sent once every record of the append
+ * is durable (fdatasync'd): its epoch, the PG, the segment's SCL, and the
+ * highest LSN of the PG it holds durably.
+ */
+typedef struct {
+    uint64_t epoch;
+    uint32_t pg;
+    uint64_t scl;
+    uint64_t lsn_durable;
+} wire_ack;
+
+int wire_ack_encode(const wire_ack *ack, mrd_buf *out, mrd_msg *msg);
+/* Decodes exactly one ack from hostile bytes. */
+int wire_ack_decode(const uint8_t *data, size_t len, wire_ack *ack, mrd_msg *msg);
 
 /* ---- frames ----------------------------------------------------------------------------- */
 

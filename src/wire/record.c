@@ -45,6 +45,10 @@ static bool delta_invalid(const wire_record *rec, uint32_t i, char *why, size_t 
 static bool record_invalid(const wire_record *rec, char *why, size_t cap)
 {
     if (rec->lsn == 0) return snprintf(why, cap, "lsn 0 (LSNs start at 1)"), true;
+    if (rec->vol_prev_lsn >= rec->lsn)
+        return snprintf(why, cap, "vol_prev_lsn %llu not below lsn %llu",
+                        (unsigned long long)rec->vol_prev_lsn, (unsigned long long)rec->lsn),
+               true;
     if (rec->prev_lsn >= rec->lsn)
         return snprintf(why, cap, "prev_lsn %llu not below lsn %llu",
                         (unsigned long long)rec->prev_lsn, (unsigned long long)rec->lsn),
@@ -183,7 +187,7 @@ int wire_record_encode(const wire_record *rec, mrd_buf *out, mrd_msg *msg)
 bool wire_record_equal(const wire_record *a, const wire_record *b)
 {
     if (a->lsn != b->lsn || a->epoch != b->epoch || a->prev_lsn != b->prev_lsn ||
-        a->page != b->page || a->txn != b->txn || a->pg != b->pg || a->flags != b->flags ||
+        a->page != b->page || a->txn != b->txn || a->vol_prev_lsn != b->vol_prev_lsn || a->pg != b->pg || a->flags != b->flags ||
         a->delta_count != b->delta_count)
         return false;
     for (uint32_t i = 0; i < a->delta_count && i < WIRE_DELTAS_MAX; i++) {

@@ -90,7 +90,8 @@ typedef struct {
     X(5, page, U64, WIRE_REQUIRED)                                                                 \
     X(6, flags, U32, WIRE_REQUIRED)                                                                \
     X(7, deltas, DELTAS, WIRE_REQUIRED)                                                            \
-    X(8, txn, U64, WIRE_OPTIONAL)
+    X(8, txn, U64, WIRE_OPTIONAL)                                                                  \
+    X(9, vol_prev_lsn, U64, WIRE_OPTIONAL)
 
 /* The batch header's fields; the records array comes last so a builder can stream it. */
 #define WIRE_BATCH_FIELDS(X)                                                                       \
@@ -98,6 +99,13 @@ typedef struct {
     X(2, lsn_first, U64, WIRE_REQUIRED)                                                            \
     X(3, lsn_last, U64, WIRE_REQUIRED)                                                             \
     X(4, records, RECORDS, WIRE_REQUIRED)
+
+/* A storage node's acknowledgement of one append: its epoch, the PG and its SCL. */
+#define WIRE_ACK_FIELDS(X)                                                                         \
+    X(1, epoch, U64, WIRE_REQUIRED)                                                                \
+    X(2, pg, U32, WIRE_REQUIRED)                                                                   \
+    X(3, scl, U64, WIRE_REQUIRED)                                                                  \
+    X(4, lsn_durable, U64, WIRE_REQUIRED)
 
 /*
  * WIRE_DECLARE_MSG(prefix, type, FIELDS) defines prefix_fields[] and prefix_desc
@@ -119,6 +127,7 @@ typedef struct {
 
 extern const wire_msg_desc wire_record_desc;
 extern const wire_msg_desc wire_batch_desc;
+extern const wire_msg_desc wire_ack_desc;
 
 /* Decodes one message map into out (zeroed first), version checked, keys and types checked. */
 int wire_map_decode(wire_cur *c, const wire_msg_desc *d, void *out, mrd_msg *msg);

@@ -61,6 +61,7 @@ static void random_record(rng *r, wire_record *rec)
     rec->page = rng_u64(r);
     rec->pg = (uint32_t)rng_u64(r);
     rec->txn = rng_below(r, 2) ? rng_u64(r) : 0;
+    rec->vol_prev_lsn = rng_below(r, 2) ? rec->prev_lsn + rng_next(r) % (rec->lsn - rec->prev_lsn) : 0;
     rec->flags = rng_below(r, 2) ? WIRE_REC_CPL : 0;
     if (rng_below(r, 8) == 0) {
         uint32_t size = 1u << (9 + rng_below(r, 8));
@@ -99,6 +100,7 @@ static void random_batch(rng *r, uint32_t n, wire_record *recs, mrd_buf *out)
         random_record(r, &recs[i]);
         recs[i].lsn = lsn;
         recs[i].prev_lsn = rng_next(r) % lsn;
+        recs[i].vol_prev_lsn = recs[i].prev_lsn;
         recs[i].epoch = epoch;
         lsn += 1 + rng_below(r, 3);
         epoch += rng_below(r, 8) == 0;
@@ -303,8 +305,8 @@ static void record_keys_checked(void **state)
     e[3] = record_ok[2];
     record_refused(e, RECORD_OK_N, MRD_EPARSE, "required field 2 (epoch) missing before key 3");
     memcpy(e, record_ok, sizeof(record_ok));
-    e[RECORD_OK_N] = (ent){9, E_UINT, 1};
-    record_refused(e, RECORD_OK_N + 1, MRD_EPARSE, "unknown key 9");
+    e[RECORD_OK_N] = (ent){10, E_UINT, 1};
+    record_refused(e, RECORD_OK_N + 1, MRD_EPARSE, "unknown key 10");
     e[RECORD_OK_N] = (ent){1ULL << 40, E_UINT, 1};
     record_refused(e, RECORD_OK_N + 1, MRD_EPARSE, "unknown key");
     memcpy(e, record_ok, sizeof(record_ok));
@@ -421,8 +423,8 @@ static void record_nesting_bombs_refused(void **state)
     e[7] = (ent){7, E_BOMB, 1000000};
     record_refused(e, RECORD_OK_N, MRD_EPARSE, "delta 0: expected [offset, bytes], got 1 elements");
     memcpy(e, record_ok, sizeof(record_ok));
-    e[RECORD_OK_N] = (ent){9, E_BOMB, 1000000};
-    record_refused(e, RECORD_OK_N + 1, MRD_EPARSE, "unknown key 9");
+    e[RECORD_OK_N] = (ent){10, E_BOMB, 1000000};
+    record_refused(e, RECORD_OK_N + 1, MRD_EPARSE, "unknown key 10");
     memcpy(e, record_ok, sizeof(record_ok));
     e[2] = (ent){2, E_BOMB, 1000000};
     record_refused(e, RECORD_OK_N, MRD_EPARSE,
@@ -604,6 +606,7 @@ static void batch_builder_limits(void **state)
     random_record(&r, &rec);
     rec.delta_count = 0;
     rec.flags = 0;
+    rec.vol_prev_lsn = rec.prev_lsn;
     for (uint32_t i = 0; i < WIRE_BATCH_RECORDS_MAX; i++) {
         rec.lsn = rec.prev_lsn + 1 + i;
         assert_int_equal(wire_batch_add(&bb, &rec, &msg), 0);
@@ -919,6 +922,28 @@ static void apply_checks_bounds(void **state)
     assert_int_equal(wire_record_apply(page, sizeof(page), &rec, &msg), MRD_EINVAL);
 }
 
+
+/* An ack round-trips; every truncation, trailing byte and broken invariant is refused. */
+static void ack_round_trips_and_refusals(void **state)
+{
+    (void)state;
+    wire_ack ack = {.epoch = 7, .pg = 3, .scl = 1000, .lsn_durable = 1234567890123ull}, back;
+    mrd_buf buf;
+    mrd_buf_init(&buf);
+    mrd_msg msg = {{0}};
+    assert_int_equal(wire_ack_encode(&ack, &buf, &msg), 0);
+    assert_int_equal(wire_ack_decode(buf.data, buf.len, &back, &msg), 0);
+    assert_memory_equal(&ack, &back, sizeof(ack));
+    for (size_t cut = 0; cut < buf.len; cut++)
+        assert_int_not_equal(wire_ack_decode(buf.data, cut, &back, &msg), 0);
+    mrd_buf_append(&buf, "x", 1);
+    assert_int_equal(wire_ack_decode(buf.data, buf.len, &back, &msg), MRD_EPARSE);
+    assert_non_null(strstr(msg.text, "trailing"));
+    ack.lsn_durable = 5; /* below scl */
+    assert_int_equal(wire_ack_encode(&ack, &buf, &msg), MRD_EINVAL);
+    mrd_buf_free(&buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -943,6 +968,7 @@ int main(void)
         cmocka_unit_test(delta_compute_apply_round_trips),
         cmocka_unit_test(delta_merges_small_gaps),
         cmocka_unit_test(apply_checks_bounds),
+        cmocka_unit_test(ack_round_trips_and_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
