@@ -149,6 +149,16 @@ const topo_node *topo_find(const topology *topo, const char *id);
 /* The router record a router node belongs to (NULL when node is not a router). */
 const topo_router *topo_router_of(const topology *topo, const topo_node *node);
 
+/*
+ * The segment index (0..5) a storage node holds of every protection group of
+ * its region: nodes ordered by AZ (the order of the region's azs), then by
+ * their order in the file, so that segments 2k and 2k+1 share AZ k
+ * (QUORUM_AZ_OF). -1 when node is not a storage node of region.
+ */
+int topo_segment_of(const topo_region *region, const topo_node *node);
+/* The storage node holding segment seg (0..5) of region's PGs. */
+const topo_node *topo_segment_node(const topo_region *region, int seg);
+
 /* The certs folder resolved against the topology file's folder, into buf;
  * returns buf, or NULL when buf is too small or the file sets no certs folder
  * (then the CLI uses DATA/certs). */

@@ -190,3 +190,21 @@ const char *topo_certs_dir(const topology *topo, char *buf, size_t len)
         n = snprintf(buf, len, "%.*s/%s", (int)(slash - topo->path), topo->path, certs);
     return n >= 0 && (size_t)n < len ? buf : NULL;
 }
+
+int topo_segment_of(const topo_region *region, const topo_node *node)
+{
+    for (int seg = 0; seg < TOPO_STORAGE; seg++)
+        if (topo_segment_node(region, seg) == node) return seg;
+    return -1;
+}
+
+const topo_node *topo_segment_node(const topo_region *region, int seg)
+{
+    if (seg < 0 || seg >= TOPO_STORAGE) return NULL;
+    int want_az = seg / TOPO_STORAGE_PER_AZ, want_rank = seg % TOPO_STORAGE_PER_AZ, rank = 0;
+    for (int i = 0; i < TOPO_STORAGE; i++) {
+        if (region->storage[i].az != want_az) continue;
+        if (rank++ == want_rank) return &region->storage[i];
+    }
+    return NULL;
+}

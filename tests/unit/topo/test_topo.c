@@ -303,6 +303,13 @@ static void shipped_local_topology_is_accepted(void **state)
 
     char buf[TOPO_PATH_MAX];
     assert_null(topo_certs_dir(t, buf, sizeof(buf))); /* unset: DATA/certs */
+    for (int seg = 0; seg < TOPO_STORAGE; seg++) {
+        const topo_node *n = topo_segment_node(r, seg);
+        assert_non_null(n);
+        assert_int_equal(n->az, seg / 2);
+        assert_int_equal(topo_segment_of(r, n), seg);
+    }
+    assert_int_equal(topo_segment_of(r, &r->instances[0]), -1);
 
     char *out = NULL;
     size_t out_len = 0;
