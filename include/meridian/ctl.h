@@ -40,6 +40,8 @@ int ctl_init(ctl_ctx *ctx, const topology *topo, const char *topo_path, const ch
 
 /* Creates any missing certificates (CA, one per process, one for the CLI) when tls is on. */
 int ctl_certs(ctl_ctx *ctx, mrd_msg *msg);
+/* The certs folder: the topology's settings.certs, or DATA/certs. */
+void ctl_certs_dir(const ctl_ctx *ctx, char *buf, size_t len);
 
 /* Starts every process not running; returns once all answer, or fails with the reason. */
 int ctl_up(ctl_ctx *ctx, uint64_t timeout_ms, mrd_msg *msg);

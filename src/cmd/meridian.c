@@ -89,7 +89,14 @@ static int run(const cli_args *a, const topology *topo, mrd_msg *msg)
     static ctl_ctx ctx;
     int rc = ctl_init(&ctx, topo, a->topology, data, msg);
     if (rc != 0) return rc;
-    if (strcmp(a->command, "certs") == 0) return ctl_certs(&ctx, msg);
+    if (strcmp(a->command, "certs") == 0) {
+        int rc = ctl_certs(&ctx, msg);
+        char dir[TOPO_PATH_MAX];
+        ctl_certs_dir(&ctx, dir, sizeof(dir));
+        if (rc == 0 && ctx.topo->tls) printf("certs: %s holds the CA and every process's certificate\n", dir);
+        if (rc == 0 && !ctx.topo->tls) printf("certs: the topology uses no TLS (settings.tls: false)\n");
+        return rc;
+    }
     if (strcmp(a->command, "up") == 0) return ctl_up(&ctx, a->timeout_ms, msg);
     if (strcmp(a->command, "down") == 0) return ctl_down(&ctx, a->grace_ms, a->purge, msg);
     if (strcmp(a->command, "status") == 0) return ctl_status(&ctx, a->json, msg);

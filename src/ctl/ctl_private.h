@@ -10,7 +10,6 @@
 #define CTL_NODES_MAX (TOPO_REGIONS_MAX * (TOPO_STORAGE + TOPO_INSTANCES_MAX + 1 + TOPO_ROUTERS_MAX))
 
 void ctl_node_dir(const ctl_ctx *ctx, const topo_node *node, char *buf, size_t len);
-void ctl_certs_dir(const ctl_ctx *ctx, char *buf, size_t len);
 bool ctl_pid_is_node(pid_t pid, const char *id);
 int ctl_spawn(const ctl_ctx *ctx, const topo_node *node, pid_t *out, mrd_msg *msg);
 void ctl_log_tail(const ctl_ctx *ctx, const topo_node *node, int lines, char *buf, size_t len);
