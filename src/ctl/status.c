@@ -4,11 +4,14 @@
 #include <string.h>
 
 #include "ctl_private.h"
+#include "meridian/json.h"
 
 typedef struct {
     const topo_node *node;
     const char *state; /* running, unresponsive, stopped, foreign */
     long pid;          /* 0: none */
+    bool has_scl, has_vdl, has_epoch; /* storage nodes report these on /v1/status */
+    uint64_t scl, vdl, epoch;
     char detail[MRD_MSG_MAX];
 } status_row;
 
@@ -22,6 +25,32 @@ static long json_pid(const h2_result *res)
 {
     const char *p = res->body.data != NULL ? strstr((char *)res->body.data, "\"pid\":") : NULL;
     return p != NULL ? strtol(p + 6, NULL, 10) : 0;
+}
+
+/* SCL, VDL and epoch from a storage node's status answer, when it gives them. */
+static void read_volume_fields(status_row *row, const h2_result *res)
+{
+    mrd_json_doc doc;
+    if (mrd_json_parse((const char *)res->body.data, res->body.len, &doc, NULL) != 0) return;
+    const mrd_json *root = mrd_json_root(&doc);
+    row->has_scl = mrd_json_get_u64(&doc, root, "scl", &row->scl);
+    row->has_vdl = mrd_json_get_u64(&doc, root, "vdl", &row->vdl);
+    row->has_epoch = mrd_json_get_u64(&doc, root, "epoch", &row->epoch);
+    mrd_json_free(&doc);
+}
+
+/* The highest VDL the region's storage nodes have heard of from the writer; false if none. */
+static bool region_vdl(const status_table *t, int region, uint64_t *vdl)
+{
+    bool any = false;
+    *vdl = 0;
+    for (int i = 0; i < t->count; i++) {
+        const status_row *r = &t->rows[i];
+        if (r->node->region != region || !r->has_vdl || strcmp(r->state, "running") != 0) continue;
+        if (!any || r->vdl > *vdl) *vdl = r->vdl;
+        any = true;
+    }
+    return any;
 }
 
 /* running: answers as the pid its pid file names; foreign: something else answers there. */
@@ -40,6 +69,7 @@ static int probe_node(const topology *topo, const topo_node *node, void *ud)
                        &msg);
     bool answered = rc == 0 && res.status == 200;
     long answered_pid = answered ? json_pid(&res) : 0;
+    if (answered) read_volume_fields(row, &res);
     h2_result_free(&res);
     if (row->pid != 0 && answered && answered_pid == row->pid) {
         row->state = "running";
@@ -60,17 +90,24 @@ static int probe_node(const topology *topo, const topo_node *node, void *ud)
 static void print_table(const ctl_ctx *ctx, const status_table *t)
 {
     FILE *out = ctx->out;
-    fprintf(out, "%-20s %-8s %-12s %-6s %-22s %-13s %s\n", "ID", "ROLE", "REGION", "AZ", "ADDRESS",
-            "STATE", "PID");
+    fprintf(out, "%-20s %-8s %-12s %-6s %-22s %-13s %-8s %s\n", "ID", "ROLE", "REGION", "AZ",
+            "ADDRESS", "STATE", "PID", "SCL");
     for (int i = 0; i < t->count; i++) {
         const status_row *r = &t->rows[i];
         const topo_region *region = &ctx->topo->regions[r->node->region];
-        char addr[128], pid[24] = "-";
+        char addr[128], pid[24] = "-", scl[24] = "-";
         if (r->pid != 0) snprintf(pid, sizeof(pid), "%ld", r->pid);
-        fprintf(out, "%-20s %-8s %-12s %-6s %-22s %-13s %s%s%s\n", r->node->id,
+        if (r->has_scl) snprintf(scl, sizeof(scl), "%llu", (unsigned long long)r->scl);
+        fprintf(out, "%-20s %-8s %-12s %-6s %-22s %-13s %-8s %s%s%s\n", r->node->id,
                 topo_role_name(r->node->role), region->name, region->azs[r->node->az],
-                topo_addr_str(&r->node->addr, addr, sizeof(addr)), r->state, pid,
+                topo_addr_str(&r->node->addr, addr, sizeof(addr)), r->state, pid, scl,
                 r->detail[0] ? "  " : "", r->detail);
+    }
+    for (int i = 0; i < ctx->topo->region_count; i++) {
+        uint64_t vdl;
+        if (region_vdl(t, i, &vdl))
+            fprintf(out, "volume of region %s: VDL %llu\n", ctx->topo->regions[i].name,
+                    (unsigned long long)vdl);
     }
 }
 
@@ -100,7 +137,19 @@ static void print_json(const ctl_ctx *ctx, const status_table *t)
             mrd_buf_printf(&b, "%ld", r->pid);
         else
             mrd_buf_printf(&b, "null");
+        if (r->has_scl) mrd_buf_printf(&b, ",\"scl\":%llu", (unsigned long long)r->scl);
+        if (r->has_epoch) mrd_buf_printf(&b, ",\"epoch\":%llu", (unsigned long long)r->epoch);
         mrd_buf_printf(&b, "}");
+    }
+    mrd_buf_printf(&b, "],\"regions\":[");
+    for (int i = 0; i < ctx->topo->region_count; i++) {
+        uint64_t vdl;
+        mrd_buf_printf(&b, "%s{\"name\":", i ? "," : "");
+        mrd_json_quote(&b, ctx->topo->regions[i].name);
+        if (region_vdl(t, i, &vdl))
+            mrd_buf_printf(&b, ",\"vdl\":%llu}", (unsigned long long)vdl);
+        else
+            mrd_buf_printf(&b, ",\"vdl\":null}");
     }
     mrd_buf_printf(&b, "]}\n");
     fwrite(b.data, 1, b.len, ctx->out);
