@@ -40,6 +40,17 @@ typedef struct {
 /* Adds role-specific fields to /v1/status: appends `,"key":value...` to out. */
 typedef void (*mrd_status_fn)(mrd_node *node, mrd_buf *out, void *ud);
 
+/*
+ * A role that answers some requests later (after an fdatasync, say) learns here that
+ * a request's stream has closed, answered or not: req is invalid once this returns.
+ * Called for every request a route has seen.
+ */
+typedef void (*mrd_req_close_fn)(mrd_node *node, h2_req *req, void *ud);
+
+/* The node is stopping (SIGTERM/SIGINT): the role closes its timers, clients and
+ * handles so that the loop can end. Requests still open get their close hook. */
+typedef void (*mrd_stop_fn)(mrd_node *node, void *ud);
+
 struct mrd_node {
     uv_loop_t *loop;
     topology topo;
@@ -58,6 +69,10 @@ struct mrd_node {
     int route_count;
     mrd_status_fn status_fn;
     void *status_ud;
+    mrd_req_close_fn req_close_fn;
+    void *req_close_ud;
+    mrd_stop_fn stop_fn;
+    void *stop_ud;
     uv_signal_t sig_term;
     uv_signal_t sig_int;
     bool stopping;

@@ -142,7 +142,13 @@ static int open_tls(mrd_node *node, mrd_msg *msg)
     return h2_tls_server_new(&cfg, &node->tls, msg);
 }
 
-static const h2_server_cbs node_server_cbs = {.on_request = on_request};
+static void on_req_close(h2_req *req, uint32_t error_code, void *ud)
+{
+    mrd_node *node = ud;
+    if (node->req_close_fn != NULL) node->req_close_fn(node, req, node->req_close_ud);
+}
+
+static const h2_server_cbs node_server_cbs = {.on_request = on_request, .on_close = on_req_close};
 
 static void node_register_metrics(mrd_node *node)
 {
@@ -205,6 +211,7 @@ static void on_signal(uv_signal_t *sig, int signum)
     if (node->stopping) return;
     node->stopping = true;
     MRD_INFO("stopping", "signal=%d", signum);
+    if (node->stop_fn != NULL) node->stop_fn(node, node->stop_ud);
     h2_server_close(node->server, on_server_closed, node);
     node->server = NULL;
 }
