@@ -374,6 +374,9 @@ uint64_t seg_chain_scl(const seg_chain *c);
 uint64_t seg_chain_epoch(const seg_chain *c);
 /* Whether the segment holds lsn durably. */
 bool seg_chain_has_durable(const seg_chain *c, uint64_t lsn);
+/* Whether the segment holds lsn at all (durable or waiting for its fdatasync); after a
+ * FENCE, a record it no longer holds was voided. */
+bool seg_chain_holds(const seg_chain *c, uint64_t lsn);
 /*
  * Fills *out for a recovery read at floor, writing the headers of durable
  * records above floor into hdrs (MRD_ETOOBIG beyond hdrs_max).

@@ -338,6 +338,12 @@ bool seg_chain_has_durable(const seg_chain *c, uint64_t lsn)
     return i < c->n_recs && c->recs[i].rec.lsn == lsn && c->recs[i].durable;
 }
 
+bool seg_chain_holds(const seg_chain *c, uint64_t lsn)
+{
+    uint32_t i = lower_bound(c, lsn);
+    return i < c->n_recs && c->recs[i].rec.lsn == lsn;
+}
+
 int seg_chain_report(const seg_chain *c, uint64_t floor, quorum_report *out, quorum_hdr *hdrs,
                      uint32_t hdrs_max)
 {

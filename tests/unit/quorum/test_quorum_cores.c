@@ -460,8 +460,12 @@ static void chain_fences_stale_epochs(void **state)
     assert_string_equal(tr_take(&f.t), "FENCE epoch=2 truncate=2\nSCL 2\n");
     assert_int_equal(seg_chain_epoch(&f.c), 2);
     assert_false(seg_chain_has_durable(&f.c, 3));
+    assert_false(seg_chain_holds(&f.c, 3)); /* voided */
+    assert_true(seg_chain_holds(&f.c, 2));
     assert_int_equal(sc_rec(&f, mkrec(3, 2, 1)), MRD_ESTALE); /* the truncated tail, from a peer */
     assert_int_equal(sc_rec(&f, mkrec(4, 2, 2)), 0);          /* the new writer's */
+    assert_true(seg_chain_holds(&f.c, 4)); /* held, not yet durable */
+    assert_false(seg_chain_has_durable(&f.c, 4));
     sc_tick(&f, 1);
     assert_string_equal(tr_take(&f.t),
                         "PERSIST lsn=4 seq=4\nACK scl=2 epoch=2 lsns=\nGAP (4,max]\n");
