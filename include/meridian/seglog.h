@@ -44,8 +44,9 @@
  * bytes or keeps a torn prefix of them, and can fail the N-th call of any
  * operation.
  *
- * The metadata file holds the node's epoch and, for each protection group it
- * holds, the segment index and the SCL. It is replaced atomically (temp file,
+ * The metadata file holds the node's epoch, the epoch fences it has accepted
+ * and, for each protection group it holds, the segment index, the SCL and how
+ * far its pages are materialized. It is replaced atomically (temp file,
  * fdatasync, rename, fsync of the folder) and decoded as hostile bytes.
  */
 #ifndef MERIDIAN_SEGLOG_H
@@ -188,18 +189,28 @@ void seglog_iter_close(seglog_iter *it);
 /* ---- metadata file ------------------------------------------------------------------ */
 
 #define SEGLOG_META_PGS_MAX 256
-#define SEGLOG_META_SEGMENTS 6 /* segment indexes 0..5 of a protection group */
-#define SEGLOG_META_VERSION 1u
-#define SEGLOG_META_BYTES_MAX (16u + 16u * SEGLOG_META_PGS_MAX + 4u)
+#define SEGLOG_META_FENCES_MAX 16 /* equals QUORUM_FENCES_MAX: what a segment remembers */
+#define SEGLOG_META_SEGMENTS 6    /* segment indexes 0..5 of a protection group */
+#define SEGLOG_META_VERSION 2u
+#define SEGLOG_META_BYTES_MAX (24u + 16u * SEGLOG_META_FENCES_MAX + 24u * SEGLOG_META_PGS_MAX + 4u)
+
+/* "Records of an epoch below epoch with an LSN above truncate_lsn are void." */
+typedef struct {
+    uint64_t epoch; /* strictly increasing across the array, none above the node's epoch */
+    uint64_t truncate_lsn;
+} seglog_meta_fence;
 
 typedef struct {
     uint32_t pg_id;        /* strictly increasing across the array */
     uint8_t segment_index; /* < SEGLOG_META_SEGMENTS */
     uint64_t scl;          /* segment complete LSN */
+    uint64_t materialized; /* every record at or below it is in the page file (0: none) */
 } seglog_meta_pg;
 
 typedef struct {
     uint64_t epoch;
+    uint32_t fence_count; /* <= SEGLOG_META_FENCES_MAX */
+    seglog_meta_fence fences[SEGLOG_META_FENCES_MAX];
     uint32_t pg_count; /* <= SEGLOG_META_PGS_MAX */
     seglog_meta_pg pgs[SEGLOG_META_PGS_MAX];
 } seglog_meta;

@@ -1,8 +1,11 @@
 /*
- * The metadata file: epoch and, per protection group, segment index and SCL.
- * Layout (little-endian): "MRDM", u16 version, u16 pg count, u64 epoch, then
- * per PG {u32 pg id, u8 segment index, 3 zero bytes, u64 scl}, then a CRC32C of
- * everything before it. One canonical encoding: PG ids strictly increase.
+ * The metadata file: epoch, fences and, per protection group, segment index,
+ * SCL and materialized LSN. Layout (little-endian): "MRDM", u16 version, u16
+ * pg count, u64 epoch, u16 fence count, 6 zero bytes; then per fence {u64
+ * epoch, u64 truncate LSN}; then per PG {u32 pg id, u8 segment index, 3 zero
+ * bytes, u64 scl, u64 materialized}; then a CRC32C of everything before it.
+ * One canonical encoding: fence epochs and PG ids strictly increase, padding
+ * is zero, and encode refuses exactly what decode would.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -10,20 +13,43 @@
 
 #include "seglog_int.h"
 
-#define SEGLOG_META_HEAD_BYTES 16u
-#define SEGLOG_META_PG_BYTES 16u
+#define SEGLOG_META_HEAD_BYTES 24u
+#define SEGLOG_META_FENCE_BYTES 16u
+#define SEGLOG_META_PG_BYTES 24u
 #define SEGLOG_META_CRC_BYTES 4u
 #define SEGLOG_META_TMP_SUFFIX ".tmp"
 
 static const uint8_t seglog_meta_magic[4] = {'M', 'R', 'D', 'M'};
 
-static size_t seglog_meta_size(uint32_t pgs)
+static size_t seglog_meta_size(uint32_t fences, uint32_t pgs)
 {
-    return SEGLOG_META_HEAD_BYTES + (size_t)pgs * SEGLOG_META_PG_BYTES + SEGLOG_META_CRC_BYTES;
+    return SEGLOG_META_HEAD_BYTES + (size_t)fences * SEGLOG_META_FENCE_BYTES +
+           (size_t)pgs * SEGLOG_META_PG_BYTES + SEGLOG_META_CRC_BYTES;
+}
+
+static int seglog_meta_check_fences(const seglog_meta *m, mrd_msg *msg)
+{
+    if (m->fence_count > SEGLOG_META_FENCES_MAX)
+        return mrd_fail(msg, MRD_ETOOBIG, "metadata: %" PRIu32 " fences, limit %d",
+                        m->fence_count, SEGLOG_META_FENCES_MAX);
+    for (uint32_t i = 0; i < m->fence_count; i++) {
+        const seglog_meta_fence *f = &m->fences[i];
+        if (i > 0 && f->epoch <= m->fences[i - 1].epoch)
+            return mrd_fail(msg, MRD_EINVAL,
+                            "metadata: fence %" PRIu32 ": epochs not strictly increasing", i);
+        if (f->epoch > m->epoch)
+            return mrd_fail(msg, MRD_EINVAL,
+                            "metadata: fence %" PRIu32 ": epoch %" PRIu64
+                            " above the node's epoch %" PRIu64,
+                            i, f->epoch, m->epoch);
+    }
+    return 0;
 }
 
 static int seglog_meta_check(const seglog_meta *m, mrd_msg *msg)
 {
+    int rc = seglog_meta_check_fences(m, msg);
+    if (rc != 0) return rc;
     if (m->pg_count > SEGLOG_META_PGS_MAX)
         return mrd_fail(msg, MRD_ETOOBIG, "metadata: %" PRIu32 " protection groups, limit %d",
                         m->pg_count, SEGLOG_META_PGS_MAX);
@@ -38,49 +64,72 @@ static int seglog_meta_check(const seglog_meta *m, mrd_msg *msg)
     return 0;
 }
 
+static void seglog_put_u16(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static uint32_t seglog_get_u16(const uint8_t *p)
+{
+    return p[0] | (uint32_t)p[1] << 8;
+}
+
 int seglog_meta_encode(const seglog_meta *m, uint8_t *out, size_t cap, size_t *len, mrd_msg *msg)
 {
     int rc = seglog_meta_check(m, msg);
     if (rc != 0) return rc;
-    size_t size = seglog_meta_size(m->pg_count);
+    size_t size = seglog_meta_size(m->fence_count, m->pg_count);
     if (cap < size) return mrd_fail(msg, MRD_ETOOBIG, "metadata: needs %zu bytes", size);
     memcpy(out, seglog_meta_magic, 4);
-    out[4] = (uint8_t)SEGLOG_META_VERSION;
-    out[5] = (uint8_t)(SEGLOG_META_VERSION >> 8);
-    out[6] = (uint8_t)m->pg_count;
-    out[7] = (uint8_t)(m->pg_count >> 8);
+    seglog_put_u16(out + 4, SEGLOG_META_VERSION);
+    seglog_put_u16(out + 6, m->pg_count);
     seglog_put_u64(out + 8, m->epoch);
+    seglog_put_u16(out + 16, m->fence_count);
+    memset(out + 18, 0, 6);
     uint8_t *p = out + SEGLOG_META_HEAD_BYTES;
+    for (uint32_t i = 0; i < m->fence_count; i++, p += SEGLOG_META_FENCE_BYTES) {
+        seglog_put_u64(p, m->fences[i].epoch);
+        seglog_put_u64(p + 8, m->fences[i].truncate_lsn);
+    }
     for (uint32_t i = 0; i < m->pg_count; i++, p += SEGLOG_META_PG_BYTES) {
         seglog_put_u32(p, m->pgs[i].pg_id);
         p[4] = m->pgs[i].segment_index;
         p[5] = p[6] = p[7] = 0;
         seglog_put_u64(p + 8, m->pgs[i].scl);
+        seglog_put_u64(p + 16, m->pgs[i].materialized);
     }
     seglog_put_u32(p, mrd_crc32c(0, out, size - SEGLOG_META_CRC_BYTES));
     *len = size;
     return 0;
 }
 
-/* Magic, version, count and exact size: what must hold before anything else is read. */
-static int seglog_meta_frame(const uint8_t *d, size_t len, uint32_t *pgs, mrd_msg *msg)
+/* Magic, version, counts and exact size: what must hold before anything else is read. */
+static int seglog_meta_frame(const uint8_t *d, size_t len, uint32_t *fences, uint32_t *pgs,
+                             mrd_msg *msg)
 {
-    if (len < seglog_meta_size(0))
+    if (len < seglog_meta_size(0, 0))
         return mrd_fail(msg, MRD_ETRUNC, "metadata: %zu bytes, shorter than the %zu-byte minimum",
-                        len, seglog_meta_size(0));
+                        len, seglog_meta_size(0, 0));
     if (memcmp(d, seglog_meta_magic, 4) != 0)
         return mrd_fail(msg, MRD_EPARSE, "metadata: offset 0: bad magic");
-    unsigned version = d[4] | (unsigned)d[5] << 8;
+    unsigned version = seglog_get_u16(d + 4);
     if (version != SEGLOG_META_VERSION)
         return mrd_fail(msg, MRD_EVERSION, "metadata: offset 4: version %u, expected %u", version,
                         SEGLOG_META_VERSION);
-    *pgs = d[6] | (uint32_t)d[7] << 8;
+    *pgs = seglog_get_u16(d + 6);
     if (*pgs > SEGLOG_META_PGS_MAX)
         return mrd_fail(msg, MRD_ETOOBIG, "metadata: offset 6: %" PRIu32 " groups, limit %d", *pgs,
                         SEGLOG_META_PGS_MAX);
-    if (len != seglog_meta_size(*pgs))
-        return mrd_fail(msg, MRD_ETRUNC, "metadata: %zu bytes, %" PRIu32 " groups need %zu", len,
-                        *pgs, seglog_meta_size(*pgs));
+    *fences = seglog_get_u16(d + 16);
+    if (*fences > SEGLOG_META_FENCES_MAX)
+        return mrd_fail(msg, MRD_ETOOBIG, "metadata: offset 16: %" PRIu32 " fences, limit %d",
+                        *fences, SEGLOG_META_FENCES_MAX);
+    size_t want_len = seglog_meta_size(*fences, *pgs);
+    if (len != want_len)
+        return mrd_fail(msg, MRD_ETRUNC,
+                        "metadata: %zu bytes, %" PRIu32 " fences and %" PRIu32 " groups need %zu",
+                        len, *fences, *pgs, want_len);
     uint32_t want = seglog_get_u32(d + len - SEGLOG_META_CRC_BYTES);
     if (mrd_crc32c(0, d, len - SEGLOG_META_CRC_BYTES) != want)
         return mrd_fail(msg, MRD_ECRC, "metadata: offset %zu: crc mismatch",
@@ -88,21 +137,35 @@ static int seglog_meta_frame(const uint8_t *d, size_t len, uint32_t *pgs, mrd_ms
     return 0;
 }
 
+static int seglog_meta_zero(const uint8_t *d, size_t at, size_t n, mrd_msg *msg)
+{
+    for (size_t i = 0; i < n; i++)
+        if (d[at + i] != 0)
+            return mrd_fail(msg, MRD_EPARSE, "metadata: offset %zu: padding not zero", at + i);
+    return 0;
+}
+
 int seglog_meta_decode(const uint8_t *d, size_t len, seglog_meta *out, mrd_msg *msg)
 {
-    uint32_t pgs = 0;
-    int rc = seglog_meta_frame(d, len, &pgs, msg);
+    uint32_t fences = 0, pgs = 0;
+    int rc = seglog_meta_frame(d, len, &fences, &pgs, msg);
+    if (rc == 0) rc = seglog_meta_zero(d, 18, 6, msg);
     if (rc != 0) return rc;
     out->epoch = seglog_get_u64(d + 8);
+    out->fence_count = fences;
     out->pg_count = pgs;
     const uint8_t *p = d + SEGLOG_META_HEAD_BYTES;
+    for (uint32_t i = 0; i < fences; i++, p += SEGLOG_META_FENCE_BYTES) {
+        out->fences[i].epoch = seglog_get_u64(p);
+        out->fences[i].truncate_lsn = seglog_get_u64(p + 8);
+    }
     for (uint32_t i = 0; i < pgs; i++, p += SEGLOG_META_PG_BYTES) {
-        size_t at = (size_t)(p - d);
-        if (p[5] != 0 || p[6] != 0 || p[7] != 0)
-            return mrd_fail(msg, MRD_EPARSE, "metadata: offset %zu: padding not zero", at + 5);
+        rc = seglog_meta_zero(d, (size_t)(p - d) + 5, 3, msg);
+        if (rc != 0) return rc;
         out->pgs[i].pg_id = seglog_get_u32(p);
         out->pgs[i].segment_index = p[4];
         out->pgs[i].scl = seglog_get_u64(p + 8);
+        out->pgs[i].materialized = seglog_get_u64(p + 16);
     }
     rc = seglog_meta_check(out, msg);
     if (rc != 0) return MRD_EPARSE;

@@ -11,11 +11,15 @@ static seglog_meta sample(uint64_t epoch)
     seglog_meta m;
     memset(&m, 0, sizeof(m));
     m.epoch = epoch;
+    m.fence_count = 2;
+    m.fences[0] = (seglog_meta_fence){.epoch = epoch / 2, .truncate_lsn = 77};
+    m.fences[1] = (seglog_meta_fence){.epoch = epoch, .truncate_lsn = 1000 * epoch};
     m.pg_count = 3;
     for (uint32_t i = 0; i < 3; i++) {
         m.pgs[i].pg_id = 10 + i * 7;
         m.pgs[i].segment_index = (uint8_t)(i * 2);
         m.pgs[i].scl = 1000 * epoch + i;
+        m.pgs[i].materialized = 900 * epoch + i;
     }
     return m;
 }
@@ -23,11 +27,17 @@ static seglog_meta sample(uint64_t epoch)
 static void assert_meta_equal(const seglog_meta *a, const seglog_meta *b)
 {
     assert_int_equal(a->epoch, b->epoch);
+    assert_int_equal(a->fence_count, b->fence_count);
+    for (uint32_t i = 0; i < a->fence_count; i++) {
+        assert_int_equal(a->fences[i].epoch, b->fences[i].epoch);
+        assert_int_equal(a->fences[i].truncate_lsn, b->fences[i].truncate_lsn);
+    }
     assert_int_equal(a->pg_count, b->pg_count);
     for (uint32_t i = 0; i < a->pg_count; i++) {
         assert_int_equal(a->pgs[i].pg_id, b->pgs[i].pg_id);
         assert_int_equal(a->pgs[i].segment_index, b->pgs[i].segment_index);
         assert_int_equal(a->pgs[i].scl, b->pgs[i].scl);
+        assert_int_equal(a->pgs[i].materialized, b->pgs[i].materialized);
     }
 }
 
@@ -39,20 +49,28 @@ static void codec_round_trip(void **state)
     mrd_msg msg;
     m = sample(42);
     assert_int_equal(seglog_meta_encode(&m, buf, sizeof(buf), &len, &msg), 0);
-    assert_int_equal(len, 16 + 3 * 16 + 4);
+    assert_int_equal(len, 24 + 2 * 16 + 3 * 24 + 4);
     assert_int_equal(seglog_meta_decode(buf, len, &out, &msg), 0);
     assert_meta_equal(&m, &out);
+    m.epoch = UINT64_MAX;
+    m.fence_count = SEGLOG_META_FENCES_MAX;
+    for (uint32_t i = 0; i < m.fence_count; i++)
+        m.fences[i] = (seglog_meta_fence){.epoch = i * 5, .truncate_lsn = ~(uint64_t)i};
     m.pg_count = SEGLOG_META_PGS_MAX;
     for (uint32_t i = 0; i < m.pg_count; i++)
-        m.pgs[i] = (seglog_meta_pg){.pg_id = i * 3, .segment_index = i % 6, .scl = ~(uint64_t)i};
+        m.pgs[i] = (seglog_meta_pg){
+            .pg_id = i * 3, .segment_index = i % 6, .scl = ~(uint64_t)i, .materialized = i};
     assert_int_equal(seglog_meta_encode(&m, buf, sizeof(buf), &len, &msg), 0);
     assert_int_equal(len, SEGLOG_META_BYTES_MAX);
     assert_int_equal(seglog_meta_decode(buf, len, &out, &msg), 0);
     assert_meta_equal(&m, &out);
     m.pg_count = 0;
+    m.fence_count = 0;
     assert_int_equal(seglog_meta_encode(&m, buf, sizeof(buf), &len, &msg), 0);
+    assert_int_equal(len, 28);
     assert_int_equal(seglog_meta_decode(buf, len, &out, &msg), 0);
     assert_int_equal(out.pg_count, 0);
+    assert_int_equal(out.fence_count, 0);
 }
 
 static void encode_refuses_what_decode_would(void **state)
@@ -69,6 +87,17 @@ static void encode_refuses_what_decode_would(void **state)
     m = sample(1);
     m.pg_count = SEGLOG_META_PGS_MAX + 1;
     assert_int_equal(seglog_meta_encode(&m, buf, sizeof(buf), &len, &msg), MRD_ETOOBIG);
+    m = sample(1);
+    m.fence_count = SEGLOG_META_FENCES_MAX + 1;
+    assert_int_equal(seglog_meta_encode(&m, buf, sizeof(buf), &len, &msg), MRD_ETOOBIG);
+    m = sample(4);
+    m.fences[1].epoch = m.fences[0].epoch; /* epochs must strictly increase */
+    assert_int_equal(seglog_meta_encode(&m, buf, sizeof(buf), &len, &msg), MRD_EINVAL);
+    assert_non_null(strstr(msg.text, "fence 1"));
+    m = sample(4);
+    m.fences[1].epoch = 5; /* above the node's epoch */
+    assert_int_equal(seglog_meta_encode(&m, buf, sizeof(buf), &len, &msg), MRD_EINVAL);
+    assert_non_null(strstr(msg.text, "above the node's epoch"));
     m = sample(1);
     assert_int_equal(seglog_meta_encode(&m, buf, 20, &len, &msg), MRD_ETOOBIG);
 }
@@ -94,21 +123,31 @@ static int decode_edited(size_t at, uint8_t value, bool seal, mrd_msg *msg)
 
 static void decode_names_each_broken_rule(void **state)
 {
+    /* sample(9): 24-byte head, fences at 24 and 40, groups at 56, 80, 104, crc at 128. */
     mrd_msg msg;
     assert_int_equal(decode_edited(0, 'X', true, &msg), MRD_EPARSE);
     assert_non_null(strstr(msg.text, "magic"));
-    assert_int_equal(decode_edited(4, 2, false, &msg), MRD_EVERSION);
-    assert_non_null(strstr(msg.text, "version 2"));
+    assert_int_equal(decode_edited(4, 1, false, &msg), MRD_EVERSION);
+    assert_non_null(strstr(msg.text, "version 1"));
     assert_int_equal(decode_edited(7, 1, false, &msg), MRD_ETOOBIG); /* 259 groups */
     assert_int_equal(decode_edited(6, 4, false, &msg), MRD_ETRUNC);  /* 4 groups, 3 present */
+    assert_int_equal(decode_edited(16, 17, false, &msg), MRD_ETOOBIG); /* 17 fences */
+    assert_non_null(strstr(msg.text, "fences"));
+    assert_int_equal(decode_edited(16, 3, false, &msg), MRD_ETRUNC); /* 3 fences, 2 present */
     assert_int_equal(decode_edited(9, 0xff, false, &msg), MRD_ECRC);
     assert_non_null(strstr(msg.text, "crc"));
-    assert_int_equal(decode_edited(16 + 5, 1, true, &msg), MRD_EPARSE);
+    assert_int_equal(decode_edited(20, 1, true, &msg), MRD_EPARSE);
+    assert_non_null(strstr(msg.text, "offset 20: padding"));
+    assert_int_equal(decode_edited(56 + 5, 1, true, &msg), MRD_EPARSE);
     assert_non_null(strstr(msg.text, "padding"));
-    assert_int_equal(decode_edited(16 + 4, 6, true, &msg), MRD_EPARSE);
+    assert_int_equal(decode_edited(56 + 4, 6, true, &msg), MRD_EPARSE);
     assert_non_null(strstr(msg.text, "segment index"));
-    assert_int_equal(decode_edited(32, 0, true, &msg), MRD_EPARSE); /* pg 0 after pg 10 */
+    assert_int_equal(decode_edited(80, 0, true, &msg), MRD_EPARSE); /* pg 0 after pg 10 */
     assert_non_null(strstr(msg.text, "increasing"));
+    assert_int_equal(decode_edited(40, 3, true, &msg), MRD_EPARSE); /* fence epoch 3 after 4 */
+    assert_non_null(strstr(msg.text, "fence 1"));
+    assert_int_equal(decode_edited(40 + 7, 1, true, &msg), MRD_EPARSE); /* above the epoch */
+    assert_non_null(strstr(msg.text, "above the node's epoch"));
 }
 
 static void decode_refuses_every_cut_and_flip(void **state)
