@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "meridian/node.h"
+#include "meridian/router.h"
 
 static void usage(FILE *out)
 {
@@ -19,6 +20,19 @@ static void usage(FILE *out)
                  "  ROLE is storage, writer, reader, agent or router and must match the\n"
                  "  process's role in the topology file. --certs names the folder holding\n"
                  "  ca.crt, ID.crt and ID.key when the topology uses TLS.\n");
+}
+
+/* The role's own part, started once the node is up. */
+static int start_role(mrd_node *node, mrd_msg *msg)
+{
+    switch (node->self->role) {
+    case TOPO_ROLE_ROUTER: {
+        router *r;
+        return router_start(node, &r, msg);
+    }
+    default:
+        return 0;
+    }
 }
 
 int main(int argc, char **argv)
@@ -66,6 +80,7 @@ int main(int argc, char **argv)
     mrd_msg msg = {{0}};
     uv_loop_t *loop = uv_default_loop();
     int rc = mrd_node_init(&node, loop, &cfg, &msg);
+    if (rc == 0) rc = start_role(&node, &msg);
     if (rc == 0) rc = mrd_node_run(&node, &msg);
     if (rc != 0) {
         MRD_ERROR("exit", "error=%s message=\"%s\"", mrd_errname(rc), msg.text);

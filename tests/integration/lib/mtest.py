@@ -30,7 +30,7 @@ def free_ports(n):
 
 
 def region_yaml(name, ports, readers=2, indent="  "):
-    """One region's YAML block; ports is a list of at least 12 + readers free ports."""
+    """One region's YAML block; ports is a list of at least 13 + readers free ports."""
     p = iter(ports)
     lines = [f"- name: {name}", "  azs: [a, b, c]", "  storage:"]
     for i, az in enumerate("aabbcc"):
@@ -43,9 +43,14 @@ def region_yaml(name, ports, readers=2, indent="  "):
                      f"address: 127.0.0.1:{next(p)}, priority: {r + 1}}}")
     lines.append(f"  agent: {{id: {name}-agent, az: a, address: 127.0.0.1:{next(p)}}}")
     lines.append("  routers:")
+    custom = f", custom: {{analytics: 127.0.0.1:{next(p)}}}" if readers >= 2 else ""
     lines.append(f"    - {{id: {name}-router, az: a, address: 127.0.0.1:{next(p)}, "
                  f"cluster: 127.0.0.1:{next(p)}, reader: 127.0.0.1:{next(p)}, "
-                 f"global_writer: 127.0.0.1:{next(p)}}}")
+                 f"global_writer: 127.0.0.1:{next(p)}{custom}}}")
+    if readers >= 2:
+        # "analytics": exactly the last reader.
+        lines.append("  custom_endpoints:")
+        lines.append(f"    - {{name: analytics, members: [{name}-r{readers}]}}")
     return "\n".join(indent + l for l in lines) + "\n"
 
 
@@ -55,7 +60,7 @@ def topology_yaml(name, regions, tls, pg_size="1MiB", readers=2):
             f"  tls: {'true' if tls else 'false'}\n  pg_size: {pg_size}\n"
             f"regions:\n")
     for r in regions:
-        text += region_yaml(r, free_ports(12 + readers), readers=readers)
+        text += region_yaml(r, free_ports(13 + readers), readers=readers)
     return text
 
 
