@@ -281,6 +281,13 @@ uint32_t qw_inflight(const qw *w);
  * the lowest index. MRD_ENOTFOUND if none does.
  */
 int qw_read_segment(const qw *w, uint32_t pg, uint64_t read_point, uint8_t *seg);
+/*
+ * The SCL a segment of pg needs for a read at read_point: the PG's last
+ * record at or below it as far as the tracker can tell (read_point itself
+ * when that is unknown). It is what qw_read_segment compares SCLs with, and
+ * what a page read asks the storage node to check (docs/storage-protocol.md).
+ */
+uint64_t qw_read_need(const qw *w, uint32_t pg, uint64_t read_point);
 
 /* ---- storage-side segment chain ----------------------------------------------------- */
 

@@ -422,3 +422,8 @@ int qw_read_segment(const qw *w, uint32_t pg, uint64_t read_point, uint8_t *seg)
     }
     return MRD_ENOTFOUND;
 }
+
+uint64_t qw_read_need(const qw *w, uint32_t pg, uint64_t read_point)
+{
+    return pg < w->cfg.pg_count ? pg_target(w, pg, read_point) : read_point;
+}
