@@ -198,6 +198,26 @@ int wire_ack_encode(const wire_ack *ack, mrd_buf *out, mrd_msg *msg);
 /* Decodes exactly one ack from hostile bytes. */
 int wire_ack_decode(const uint8_t *data, size_t len, wire_ack *ack, mrd_msg *msg);
 
+/* ---- the writer's log stream ---------------------------------------------------------- */
+
+/*
+ * The writer streams its log to readers as frames whose payload starts with
+ * a tag byte: WIRE_STREAM_BATCH and a batch of records (in LSN order, not yet
+ * known durable), or WIRE_STREAM_MARK and a mark: every record up to vdl is
+ * durable, and lsn_last is the last record the writer has sent so far.
+ */
+#define WIRE_STREAM_BATCH 'B'
+#define WIRE_STREAM_MARK 'V'
+
+typedef struct {
+    uint64_t vdl;
+    uint64_t epoch;
+    uint64_t lsn_last;
+} wire_mark;
+
+int wire_mark_encode(const wire_mark *mark, mrd_buf *out, mrd_msg *msg);
+int wire_mark_decode(const uint8_t *data, size_t len, wire_mark *mark, mrd_msg *msg);
+
 /* ---- frames ----------------------------------------------------------------------------- */
 
 /* Appends one frame holding payload; MRD_ETOOBIG above WIRE_FRAME_BYTES_MAX. */

@@ -107,6 +107,12 @@ typedef struct {
     X(3, scl, U64, WIRE_REQUIRED)                                                                  \
     X(4, lsn_durable, U64, WIRE_REQUIRED)
 
+/* The writer's durability mark on its log stream to readers. */
+#define WIRE_MARK_FIELDS(X)                                                                        \
+    X(1, vdl, U64, WIRE_REQUIRED)                                                                  \
+    X(2, epoch, U64, WIRE_REQUIRED)                                                                \
+    X(3, lsn_last, U64, WIRE_REQUIRED)
+
 /*
  * WIRE_DECLARE_MSG(prefix, type, FIELDS) defines prefix_fields[] and prefix_desc
  * from a field list, with compile-time checks that each member is as wide as
@@ -128,6 +134,7 @@ typedef struct {
 extern const wire_msg_desc wire_record_desc;
 extern const wire_msg_desc wire_batch_desc;
 extern const wire_msg_desc wire_ack_desc;
+extern const wire_msg_desc wire_mark_desc;
 
 /* Decodes one message map into out (zeroed first), version checked, keys and types checked. */
 int wire_map_decode(wire_cur *c, const wire_msg_desc *d, void *out, mrd_msg *msg);

@@ -944,6 +944,28 @@ static void ack_round_trips_and_refusals(void **state)
     mrd_buf_free(&buf);
 }
 
+static void mark_round_trips_and_refusals(void **state)
+{
+    (void)state;
+    wire_mark mark = {.vdl = 99, .epoch = 3, .lsn_last = 120}, back;
+    mrd_buf buf;
+    mrd_buf_init(&buf);
+    mrd_msg msg = {{0}};
+    assert_int_equal(wire_mark_encode(&mark, &buf, &msg), 0);
+    assert_int_equal(wire_mark_decode(buf.data, buf.len, &back, &msg), 0);
+    assert_memory_equal(&mark, &back, sizeof(mark));
+    for (size_t cut = 0; cut < buf.len; cut++)
+        assert_int_not_equal(wire_mark_decode(buf.data, cut, &back, &msg), 0);
+    /* An ack is not a mark: it has a fourth field. */
+    wire_ack ack = {.epoch = 1, .pg = 0, .scl = 1, .lsn_durable = 1};
+    buf.len = 0;
+    assert_int_equal(wire_ack_encode(&ack, &buf, &msg), 0);
+    assert_int_not_equal(wire_mark_decode(buf.data, buf.len, &back, &msg), 0);
+    mark.vdl = 121; /* above lsn_last */
+    assert_int_equal(wire_mark_encode(&mark, &buf, &msg), MRD_EINVAL);
+    mrd_buf_free(&buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -969,6 +991,7 @@ int main(void)
         cmocka_unit_test(delta_merges_small_gaps),
         cmocka_unit_test(apply_checks_bounds),
         cmocka_unit_test(ack_round_trips_and_refusals),
+        cmocka_unit_test(mark_round_trips_and_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
