@@ -8,6 +8,7 @@
 
 #include "meridian/ctl.h"
 #include "meridian/topo.h"
+#include "meridian/vbench.h"
 
 static const char usage_text[] =
     "usage: meridian COMMAND TOPOLOGY [options]\n"
@@ -23,6 +24,14 @@ static const char usage_text[] =
     "  status TOPOLOGY [--data DIR] [--json]\n"
     "                                 show every process: id, role, region, AZ, address,\n"
     "                                 state, pid\n"
+    "  volume-bench TOPOLOGY [--data DIR] [--records N] [--inflight K] [--delta-bytes B]\n"
+    "               [--pages P] [--duration-ms D] [--log FILE] [--json]\n"
+    "                                 write records to the volume, report throughput and\n"
+    "                                 quorum-acknowledgement latency\n"
+    "  volume-verify TOPOLOGY [--data DIR] --log FILE [--json]\n"
+    "                                 recover the volume and check it against a bench log\n"
+    "  volume-probe TOPOLOGY [--data DIR] [--count N] [--json]\n"
+    "                                 fdatasync and HTTP/2 round-trip latency of this machine\n"
     "\n"
     "--data DIR defaults to ./data/NAME, NAME being the topology's database name.\n";
 
@@ -110,6 +119,7 @@ int main(int argc, char **argv)
         fputs(usage_text, stdout);
         return 0;
     }
+    if (argc >= 2 && strncmp(argv[1], "volume-", 7) == 0) return vb_cli_main(argc, argv);
     cli_args a = {0};
     if (parse_args(argc, argv, &a) != 0) {
         fputs(usage_text, stderr);
