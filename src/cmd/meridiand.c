@@ -13,6 +13,7 @@
 
 #include "meridian/node.h"
 #include "meridian/router.h"
+#include "meridian/storage.h"
 
 static void usage(FILE *out)
 {
@@ -26,6 +27,10 @@ static void usage(FILE *out)
 static int start_role(mrd_node *node, mrd_msg *msg)
 {
     switch (node->self->role) {
+    case TOPO_ROLE_STORAGE: {
+        static const storage_options opts = {0}; /* every limit at its default */
+        return storage_start(node, &opts, msg);
+    }
     case TOPO_ROLE_ROUTER: {
         router *r;
         return router_start(node, &r, msg);
