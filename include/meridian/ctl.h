@@ -32,6 +32,7 @@ typedef struct {
     char data_dir[TOPO_PATH_MAX];  /* absolute */
     char meridiand[TOPO_PATH_MAX]; /* the daemon binary */
     FILE *out;                     /* progress and tables */
+    int only_role;                 /* -1: every process; else a topo_role: act on that role only */
 } ctl_ctx;
 
 /* Fills ctx: resolves paths, finds meridiand beside the running binary (or $MERIDIAND). */

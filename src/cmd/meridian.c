@@ -16,9 +16,9 @@ static const char usage_text[] =
     "commands:\n"
     "  check TOPOLOGY                 validate a topology file and print it\n"
     "  certs TOPOLOGY [--data DIR]    create missing TLS certificates (CA, every process, cli)\n"
-    "  up TOPOLOGY [--data DIR] [--timeout-ms N]\n"
+    "  up TOPOLOGY [--data DIR] [--timeout-ms N] [--role ROLE]\n"
     "                                 start every process not running; wait until all answer\n"
-    "  down TOPOLOGY [--data DIR] [--grace-ms N] [--purge]\n"
+    "  down TOPOLOGY [--data DIR] [--grace-ms N] [--purge] [--role ROLE]\n"
     "                                 stop every process (SIGTERM, SIGKILL after the grace\n"
     "                                 period); --purge also removes their data\n"
     "  status TOPOLOGY [--data DIR] [--json]\n"
@@ -33,7 +33,8 @@ static const char usage_text[] =
     "  volume-probe TOPOLOGY [--data DIR] [--count N] [--json]\n"
     "                                 fdatasync and HTTP/2 round-trip latency of this machine\n"
     "\n"
-    "--data DIR defaults to ./data/NAME, NAME being the topology's database name.\n";
+    "--data DIR defaults to ./data/NAME, NAME being the topology's database name.\n"
+    "--role ROLE makes up and down act on the processes of that role only.\n";
 
 typedef struct {
     const char *command;
@@ -43,6 +44,7 @@ typedef struct {
     uint64_t grace_ms;
     bool purge;
     bool json;
+    const char *role; /* up / down: only processes of this role */
 } cli_args;
 
 static int parse_args(int argc, char **argv, cli_args *a)
@@ -51,12 +53,12 @@ static int parse_args(int argc, char **argv, cli_args *a)
         {"data", required_argument, NULL, 'd'},     {"timeout-ms", required_argument, NULL, 't'},
         {"grace-ms", required_argument, NULL, 'g'}, {"purge", no_argument, NULL, 'p'},
         {"json", no_argument, NULL, 'j'},           {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"role", required_argument, NULL, 'r'},     {NULL, 0, NULL, 0},
     };
     a->timeout_ms = CTL_UP_TIMEOUT_MS_DEFAULT;
     a->grace_ms = CTL_DOWN_GRACE_MS_DEFAULT;
     int c;
-    while ((c = getopt_long(argc, argv, "d:t:g:pjh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "d:t:g:pjhr:", opts, NULL)) != -1) {
         switch (c) {
         case 'd':
             a->data = optarg;
@@ -72,6 +74,9 @@ static int parse_args(int argc, char **argv, cli_args *a)
             break;
         case 'j':
             a->json = true;
+            break;
+        case 'r':
+            a->role = optarg;
             break;
         default:
             return -1;
@@ -98,6 +103,9 @@ static int run(const cli_args *a, const topology *topo, mrd_msg *msg)
     static ctl_ctx ctx;
     int rc = ctl_init(&ctx, topo, a->topology, data, msg);
     if (rc != 0) return rc;
+    if (a->role != NULL && (ctx.only_role = topo_role_parse(a->role)) < 0)
+        return mrd_fail(msg, MRD_EINVAL, "--role %s: not storage, writer, reader, agent or router",
+                        a->role);
     if (strcmp(a->command, "certs") == 0) {
         int rc = ctl_certs(&ctx, msg);
         char dir[TOPO_PATH_MAX];

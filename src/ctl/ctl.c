@@ -44,6 +44,7 @@ int ctl_init(ctl_ctx *ctx, const topology *topo, const char *topo_path, const ch
     memset(ctx, 0, sizeof(*ctx));
     ctx->topo = topo;
     ctx->out = stdout;
+    ctx->only_role = -1;
     char buf[PATH_MAX];
     if (realpath(topo_path, buf) == NULL)
         return mrd_fail(msg, MRD_EIO, "%s: %s", topo_path, strerror(errno));

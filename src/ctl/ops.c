@@ -24,9 +24,16 @@ typedef struct {
     int count;
 } ctl_table;
 
+typedef struct {
+    ctl_table *t;
+    int only_role;
+} ctl_collect;
+
 static int collect_node(const topology *topo, const topo_node *node, void *ud)
 {
-    ctl_table *t = ud;
+    ctl_collect *cc = ud;
+    ctl_table *t = cc->t;
+    if (cc->only_role >= 0 && (int)node->role != cc->only_role) return 0;
     if (t->count >= CTL_NODES_MAX) return MRD_ETOOBIG;
     memset(&t->e[t->count], 0, sizeof(t->e[0]));
     t->e[t->count++].node = node;
@@ -36,7 +43,8 @@ static int collect_node(const topology *topo, const topo_node *node, void *ud)
 static int collect(const ctl_ctx *ctx, ctl_table *t)
 {
     t->count = 0;
-    return topo_each_node(ctx->topo, collect_node, t);
+    ctl_collect cc = {.t = t, .only_role = ctx->only_role};
+    return topo_each_node(ctx->topo, collect_node, &cc);
 }
 
 /* Healthy: answers GET /v1/status with 200 and reports the pid we know. */
@@ -168,7 +176,7 @@ static int purge(ctl_ctx *ctx, ctl_table *t, mrd_msg *msg)
         if (nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0 && errno != ENOENT)
             return mrd_fail(msg, MRD_EIO, "%s: cannot remove: %s", dir, strerror(errno));
     }
-    if (ctx->topo->certs_dir[0] == '\0') {
+    if (ctx->topo->certs_dir[0] == '\0' && ctx->only_role < 0) { /* others may still use them */
         snprintf(dir, sizeof(dir), "%s/certs", ctx->data_dir);
         nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     }
