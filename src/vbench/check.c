@@ -102,6 +102,7 @@ static void fold(const vb_check *c, vb_page_hist *h)
         h->base_crc = h->later[k].crc;
         k++;
     }
+    if (k == 0) return;
     memmove(h->later, &h->later[k], (size_t)(h->n_later - k) * sizeof(h->later[0]));
     h->n_later -= k;
 }

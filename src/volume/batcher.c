@@ -107,6 +107,7 @@ uint32_t vol_batcher_take(vol_batcher *b, uint8_t seg, uint32_t pg, uint32_t rec
         bytes += sz;
         out[taken++] = q->lsns[used++];
     }
+    if (used == 0) return 0;
     memmove(q->lsns, &q->lsns[used], (size_t)(q->n - used) * sizeof(q->lsns[0]));
     q->n -= used;
     b->pending[seg] -= used;
