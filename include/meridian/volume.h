@@ -101,6 +101,9 @@ typedef struct {
     /* A final error after on_ready: fenced by a newer writer (MRD_ESTALE), refused bytes
      * (MRD_EPROTO), out of memory. The vol writes nothing more; close it. */
     void (*on_error)(vol *v, int err, const char *msg, void *ud);
+    /* Optional: vol_write made record lsn (its encoding, valid during the call). The
+     * writer streams these to its readers. Called inside vol_write; may not call vol_write. */
+    void (*on_record)(vol *v, uint64_t lsn, const uint8_t *data, size_t len, void *ud);
 } vol_cbs;
 
 /* What recovery found and what this writer runs at. */

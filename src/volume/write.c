@@ -93,6 +93,7 @@ int vol_write(vol *v, uint64_t page, const uint8_t *image, bool end_of_txn, uint
     *lsn = v->next_lsn++;
     if (end_of_txn) v->txn++;
     v->stats.records++;
+    if (v->cbs.on_record) v->cbs.on_record(v, *lsn, v->scratch.data, v->scratch.len, v->ud);
     return 0;
 }
 
