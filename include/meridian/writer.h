@@ -1,0 +1,42 @@
+/*
+ * writer: a region's writer instance (`meridiand --role writer`).
+ *
+ * The writer keeps no database file. At start it opens the region's volume
+ * through the quorum client (vol_*: recovery from a read quorum, a new epoch
+ * fenced on the storage nodes), then opens SQLite on the volume through the
+ * Meridian VFS on its SQL thread. From then on:
+ *
+ *  - POST /v1/sql runs a request on the SQL thread as one transaction. Its
+ *    commit becomes one run of log records (one per changed page, the last
+ *    one the CPL) handed to the volume client, which ships them to the six
+ *    segments of their PGs; the SQL thread goes on with the next request at
+ *    once (commits are asynchronous, and records of concurrent commits share
+ *    network batches). The answer — for reads as for writes — is sent only
+ *    when VDL has passed every LSN it depends on: the request's own commit,
+ *    or for a read, the last commit the writer had made when it ran.
+ *  - GET /v1/log?from=LSN streams the log to readers: a mark with the VDL,
+ *    every record above it the writer still holds, then each new record and
+ *    each VDL advance as they happen (frames of docs/wire.md).
+ *  - /v1/status adds state (recovering, ready, fenced, failed), epoch, vdl,
+ *    vcl, lsn_last and recovery's findings; /metrics adds SQL requests,
+ *    commits, records and the latency from commit to durable.
+ *
+ * A newer writer (a higher epoch on storage) fences this one: it stops
+ * answering SQL (503 fenced) and says so on status; nothing it acknowledged
+ * is lost, because it acknowledged only what was durable.
+ */
+#ifndef MERIDIAN_WRITER_H
+#define MERIDIAN_WRITER_H
+
+#include "meridian/node.h"
+
+#define WRITER_SQL_QUEUE_MAX 1024      /* requests waiting for the SQL thread */
+#define WRITER_STREAMS_MAX 32          /* readers streaming the log */
+#define WRITER_STREAM_QUEUED_MAX (8u << 20) /* bytes queued to one reader before it is cut off */
+#define WRITER_BACKLOG_RECORDS 65536u  /* recent records kept for readers that (re)connect */
+
+typedef struct writer writer;
+
+int writer_start(mrd_node *node, writer **out, mrd_msg *msg);
+
+#endif

@@ -1,0 +1,196 @@
+/*
+ * POST /v1/sql on the writer: the request runs on the SQL thread; the answer
+ * leaves once VDL has passed the LSN it depends on.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "writer_int.h"
+
+typedef struct {
+    sqlx_job job;
+    writer *w;
+    h2_req *req; /* NULL once the client's stream closed */
+    mrd_sql_request sql;
+    mrd_buf out;       /* the "results" member */
+    mrd_sql_error err;
+    int rc;
+    uint64_t lsn;      /* what the answer depends on */
+    uint64_t started_ms;
+} sql_job;
+
+static void respond_error(h2_req *req, const mrd_sql_error *err)
+{
+    mrd_buf body;
+    mrd_buf_init(&body);
+    mrd_sql_error_json(err, &body);
+    h2_header hdr = {"content-type", "application/json"};
+    h2_req_respond(req, err->http_status, &hdr, 1, body.data, body.len);
+    mrd_buf_free(&body);
+}
+
+static void job_free(sql_job *j)
+{
+    if (j->req != NULL) h2_req_set_ud(j->req, NULL);
+    mrd_sql_request_free(&j->sql);
+    mrd_buf_free(&j->out);
+    free(j);
+}
+
+static void answer(sql_job *j)
+{
+    writer *w = j->w;
+    if (j->req == NULL) return job_free(j);
+    char lsn[24];
+    snprintf(lsn, sizeof(lsn), "%llu", (unsigned long long)j->lsn);
+    mrd_buf body;
+    mrd_buf_init(&body);
+    mrd_buf_printf(&body, "{");
+    mrd_buf_append(&body, j->out.data, j->out.len);
+    mrd_buf_printf(&body, ",\"lsn\":%s,\"region\":", lsn);
+    mrd_json_quote(&body, w->region->name);
+    mrd_buf_printf(&body, ",\"instance\":");
+    mrd_json_quote(&body, w->node->self->id);
+    mrd_buf_printf(&body, "}\n");
+    h2_header hdrs[4] = {{"content-type", "application/json"},
+                         {"meridian-lsn", lsn},
+                         {"meridian-region", w->region->name},
+                         {"meridian-instance", w->node->self->id}};
+    h2_req_respond(j->req, 200, hdrs, 4, body.data, body.len);
+    mrd_buf_free(&body);
+    mrd_metric_observe(w->m_durable_seconds, (double)(mrd_now_ms() - j->started_ms) / 1000.0);
+    job_free(j);
+}
+
+static void durable(vol *v, uint64_t lsn, void *ud)
+{
+    answer(ud);
+}
+
+/* SQL thread. */
+static void job_work(sqlx_job *job)
+{
+    sql_job *j = job->ud;
+    j->rc = mrd_sql_run(j->w->db, &j->sql, false, &j->out, &j->err);
+    /* Reads depend on every commit made so far; writes on their own, the latest. */
+    j->lsn = __atomic_load_n(&j->w->commit_lsn_seen, __ATOMIC_ACQUIRE);
+}
+
+/* Loop. */
+static void job_done(sqlx_job *job, bool cancelled)
+{
+    sql_job *j = job->ud;
+    writer *w = j->w;
+    if (cancelled || j->rc != 0) {
+        if (cancelled) mrd_sql_fail(&j->err, 503, "unavailable", "the writer is stopping");
+        if (j->req != NULL) respond_error(j->req, &j->err);
+        mrd_metric_inc(w->m_sql_errors, 1);
+        return job_free(j);
+    }
+    if (w->vol == NULL || vol_wait(w->vol, j->lsn, durable, j) != 0) {
+        mrd_sql_fail(&j->err, 503, "unavailable", "the writer cannot make commits durable: %s",
+                     w->why[0] ? w->why : "stopping");
+        if (j->req != NULL) respond_error(j->req, &j->err);
+        job_free(j);
+    }
+}
+
+void wr_sql_route(mrd_node *node, h2_req *req, void *ud)
+{
+    writer *w = ud;
+    mrd_metric_inc(w->m_sql, 1);
+    mrd_sql_error err;
+    if (w->state != WR_READY) {
+        mrd_sql_fail(&err, 503, w->state == WR_FENCED ? "fenced" : "unavailable",
+                     "the writer is %s%s%s",
+                     w->state == WR_RECOVERING ? "recovering the volume"
+                     : w->state == WR_OPENING  ? "opening the database"
+                     : w->state == WR_FENCED   ? "fenced by a newer writer"
+                                               : "failed",
+                     w->why[0] ? ": " : "", w->why);
+        return respond_error(req, &err);
+    }
+    sql_job *j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        mrd_sql_fail(&err, 503, "busy", "out of memory");
+        return respond_error(req, &err);
+    }
+    size_t len;
+    const uint8_t *body = h2_req_body(req, &len);
+    if (mrd_sql_request_parse((const char *)body, len, &j->sql, &j->err) != 0) {
+        respond_error(req, &j->err);
+        return job_free(j);
+    }
+    j->w = w;
+    j->req = req;
+    j->started_ms = mrd_now_ms();
+    mrd_buf_init(&j->out);
+    j->job = (sqlx_job){.work = job_work, .done = job_done, .ud = j};
+    if (sqlx_depth(w->sqlx) >= WRITER_SQL_QUEUE_MAX || sqlx_submit(w->sqlx, &j->job) != 0) {
+        mrd_sql_fail(&err, 503, "busy", "%d requests are waiting for the SQL thread",
+                     WRITER_SQL_QUEUE_MAX);
+        respond_error(req, &err);
+        j->req = NULL;
+        return job_free(j);
+    }
+    h2_req_set_ud(req, j);
+}
+
+void wr_sql_closed(h2_req *req)
+{
+    sql_job *j = h2_req_ud(req);
+    j->req = NULL;
+    h2_req_set_ud(req, NULL);
+}
+
+/* ---- opening SQLite on the volume (a job on the SQL thread) -------------------------- */
+
+typedef struct {
+    sqlx_job job;
+    writer *w;
+    int rc;
+    mrd_msg msg;
+} open_job;
+
+static void open_work(sqlx_job *job)
+{
+    open_job *o = job->ud;
+    writer *w = o->w;
+    o->rc = mrd_vfs_new(&w->ps, &w->vfs, &o->msg);
+    if (o->rc == 0) o->rc = mrd_vfs_open(w->vfs, &w->db, &o->msg);
+    if (o->rc != 0) return;
+    char sql[64];
+    snprintf(sql, sizeof(sql), "PRAGMA max_page_count=%llu", (unsigned long long)w->max_pages);
+    sqlite3_exec(w->db, sql, NULL, NULL, NULL);
+    /* Touch the schema now: the first request should not pay for reading it. */
+    if (sqlite3_exec(w->db, "SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL) != SQLITE_OK)
+        o->rc = mrd_fail(&o->msg, MRD_EIO, "the database on the volume cannot be read: %s (%s)",
+                         sqlite3_errmsg(w->db), mrd_vfs_last_error(w->vfs));
+}
+
+static void open_done(sqlx_job *job, bool cancelled)
+{
+    open_job *o = job->ud;
+    writer *w = o->w;
+    if (!cancelled && o->rc == 0 && w->state == WR_OPENING) {
+        w->state = WR_READY;
+        MRD_INFO("sql_ready", "epoch=%llu vdl=%llu",
+                 (unsigned long long)vol_info_get(w->vol)->epoch,
+                 (unsigned long long)vol_vdl(w->vol));
+    } else if (!cancelled && o->rc != 0) {
+        w->state = WR_FAILED;
+        snprintf(w->why, sizeof(w->why), "%s", o->msg.text);
+        MRD_ERROR("sql_open_failed", "reason=\"%s\"", o->msg.text);
+    }
+    free(o);
+}
+
+void wr_sql_open(writer *w)
+{
+    open_job *o = calloc(1, sizeof(*o));
+    if (o == NULL) return;
+    o->w = w;
+    o->job = (sqlx_job){.work = open_work, .done = open_done, .ud = o};
+    if (sqlx_submit(w->sqlx, &o->job) != 0) free(o);
+}

@@ -1,0 +1,179 @@
+/*
+ * The writer role's life (include/meridian/writer.h): open the volume, then
+ * SQLite on it; status and metrics; what happens when a newer writer fences
+ * this one; stopping.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "writer_int.h"
+
+static const char *state_name(wr_state s)
+{
+    static const char *names[] = {"recovering", "opening", "ready", "fenced", "failed"};
+    return names[s];
+}
+
+/* ---- volume callbacks ------------------------------------------------------------------- */
+
+static void on_ready(vol *v, int status, const char *msg, void *ud)
+{
+    writer *w = ud;
+    if (status != 0) {
+        w->state = WR_FAILED;
+        snprintf(w->why, sizeof(w->why), "%s", msg);
+        MRD_ERROR("volume_open_failed", "reason=\"%s\"", msg);
+        return;
+    }
+    const vol_info *info = vol_info_get(v);
+    MRD_INFO("volume_ready",
+             "epoch=%llu vcl=%llu vdl=%llu lost_max=%llu first_lsn=%llu pgs=%u reporters=%u",
+             (unsigned long long)info->epoch, (unsigned long long)info->vcl,
+             (unsigned long long)info->vdl, (unsigned long long)info->lost_max,
+             (unsigned long long)info->first_lsn, info->pg_count, info->reporters);
+    w->state = WR_OPENING;
+    /* Reads before this writer's first commit depend on what recovery found durable. */
+    __atomic_store_n(&w->commit_lsn_seen, info->vdl, __ATOMIC_RELEASE);
+    wr_sql_open(w);
+}
+
+static void on_vdl(vol *v, uint64_t vdl, void *ud)
+{
+    writer *w = ud;
+    mrd_metric_set(w->m_vdl, (double)vdl);
+    wr_store_on_vdl(w);
+    wr_stream_pump(w);
+}
+
+static void on_error(vol *v, int err, const char *msg, void *ud)
+{
+    writer *w = ud;
+    w->state = err == MRD_ESTALE ? WR_FENCED : WR_FAILED;
+    snprintf(w->why, sizeof(w->why), "%s", msg);
+    MRD_ERROR(err == MRD_ESTALE ? "writer_fenced" : "writer_failed", "reason=\"%s\"", msg);
+    wr_store_on_vdl(w); /* blocked commits now fail */
+    wr_streams_end(w);
+}
+
+static void on_record(vol *v, uint64_t lsn, const uint8_t *data, size_t len, void *ud)
+{
+    writer *w = ud;
+    wr_backlog_put(&w->backlog, lsn, data, len);
+    wr_stream_pump(w);
+}
+
+static const vol_cbs volume_cbs = {
+    .on_ready = on_ready, .on_vdl = on_vdl, .on_error = on_error, .on_record = on_record};
+
+/* ---- node hooks ------------------------------------------------------------------------- */
+
+static void status_fn(mrd_node *node, mrd_buf *out, void *ud)
+{
+    writer *w = ud;
+    mrd_buf_printf(out, ",\"writer_state\":\"%s\"", state_name(w->state));
+    if (w->why[0]) {
+        mrd_buf_printf(out, ",\"reason\":");
+        mrd_json_quote(out, w->why);
+    }
+    if (w->vol == NULL || w->state == WR_RECOVERING) return;
+    const vol_info *info = vol_info_get(w->vol);
+    mrd_buf_printf(out,
+                   ",\"epoch\":%llu,\"vdl\":%llu,\"vcl\":%llu,\"lsn_last\":%llu,"
+                   "\"storage_nodes_up\":%u,\"recovered\":{\"vcl\":%llu,\"vdl\":%llu,"
+                   "\"lost_max\":%llu,\"pgs\":%u},\"sql_queue\":%u",
+                   (unsigned long long)info->epoch, (unsigned long long)vol_vdl(w->vol),
+                   (unsigned long long)vol_vcl(w->vol),
+                   (unsigned long long)(w->backlog.count ? w->backlog.first + w->backlog.count - 1
+                                                         : vol_vdl(w->vol)),
+                   vol_nodes_up(w->vol), (unsigned long long)info->vcl,
+                   (unsigned long long)info->vdl, (unsigned long long)info->lost_max,
+                   info->pg_count, sqlx_depth(w->sqlx));
+}
+
+/* A request's stream closed: a log stream ends; a SQL request is answered to nobody. */
+static void req_close_fn(mrd_node *node, h2_req *req, void *ud)
+{
+    writer *w = ud;
+    void *r = h2_req_ud(req);
+    if (r == NULL) return;
+    if ((char *)r >= (char *)w->streams && (char *)r < (char *)(w->streams + WRITER_STREAMS_MAX))
+        return wr_stream_closed(w, req);
+    wr_sql_closed(req);
+}
+
+static void vol_closed(void *ud)
+{
+    writer *w = ud;
+    w->vol = NULL;
+}
+
+static void sqlx_stopped(void *ud)
+{
+    writer *w = ud;
+    w->sqlx = NULL;
+    if (w->db != NULL) sqlite3_close(w->db);
+    w->db = NULL;
+    mrd_vfs_free(w->vfs);
+    w->vfs = NULL;
+    if (w->vol != NULL) vol_close(w->vol, vol_closed, w);
+}
+
+static void stop_fn(mrd_node *node, void *ud)
+{
+    writer *w = ud;
+    w->stopping = true;
+    wr_streams_end(w);
+    wr_store_on_vdl(w); /* blocked commits fail: the SQL thread can finish */
+    sqlx_stop(w->sqlx, sqlx_stopped, w);
+}
+
+/* ---- start ------------------------------------------------------------------------------ */
+
+static void register_metrics(writer *w)
+{
+    mrd_metrics *m = &w->node->metrics;
+    w->m_sql = mrd_metric_add(m, MRD_COUNTER, "meridian_sql_requests_total", NULL,
+                              "SQL requests received.");
+    w->m_sql_errors = mrd_metric_add(m, MRD_COUNTER, "meridian_sql_errors_total", NULL,
+                                     "SQL requests answered with an error.");
+    w->m_commits = mrd_metric_add(m, MRD_COUNTER, "meridian_writer_commits_total", NULL,
+                                  "Transactions shipped to the volume.");
+    w->m_records = mrd_metric_add(m, MRD_COUNTER, "meridian_writer_records_total", NULL,
+                                  "Log records (page deltas) shipped to the volume.");
+    w->m_durable_seconds = mrd_metric_add(m, MRD_HISTOGRAM, "meridian_sql_answer_seconds", NULL,
+                                          "From a SQL request's arrival to its durable answer.");
+    w->m_vdl = mrd_metric_add(m, MRD_GAUGE, "meridian_volume_durable_lsn", NULL,
+                              "The volume's VDL.");
+}
+
+int writer_start(mrd_node *node, writer **out, mrd_msg *msg)
+{
+    writer *w = calloc(1, sizeof(*w));
+    if (w == NULL) return mrd_fail(msg, MRD_ENOMEM, "writer: out of memory");
+    w->node = node;
+    w->region = &node->topo.regions[node->self->region];
+    w->max_pages = (uint64_t)QUORUM_PGS_MAX * (node->topo.pg_size_bytes / node->topo.page_size);
+    register_metrics(w);
+    int rc = wr_backlog_init(&w->backlog, WRITER_BACKLOG_RECORDS, 64u << 20);
+    if (rc == 0) rc = sqlx_start(node->loop, &w->sqlx, msg);
+    if (rc != 0) return rc;
+    wr_store_init(w);
+    vol_config cfg = {.topo = &node->topo,
+                      .region = node->self->region,
+                      .certs_dir = node->certs_dir,
+                      .cert_id = node->self->id,
+                      .pg_count_min = QUORUM_PGS_MAX};
+    rc = vol_open(node->loop, &cfg, &volume_cbs, w, &w->vol, msg);
+    if (rc != 0) return rc;
+    mrd_node_route(node, "POST", "/v1/sql", wr_sql_route, w);
+    mrd_node_route(node, "GET", "/v1/log", wr_stream_route, w);
+    node->status_fn = status_fn;
+    node->status_ud = w;
+    node->req_close_fn = req_close_fn;
+    node->req_close_ud = w;
+    node->stop_fn = stop_fn;
+    node->stop_ud = w;
+    *out = w;
+    return 0;
+}

@@ -1,0 +1,76 @@
+/* Inside the writer role: the pieces writer.c, store.c, sql.c and stream.c share. */
+#ifndef MERIDIAN_WRITER_INT_H
+#define MERIDIAN_WRITER_INT_H
+
+#include <sqlite3.h>
+
+#include "meridian/sql.h"
+#include "meridian/sqlx.h"
+#include "meridian/vfs.h"
+#include "meridian/volume.h"
+#include "meridian/writer.h"
+
+typedef enum {
+    WR_RECOVERING, /* opening the volume */
+    WR_OPENING,    /* opening SQLite on it */
+    WR_READY,
+    WR_FENCED, /* a newer writer exists */
+    WR_FAILED,
+} wr_state;
+
+/* One reader streaming the log. */
+typedef struct {
+    writer *w;
+    h2_req *req;
+    bool live;
+    uint64_t sent_lsn; /* last record sent */
+    uint64_t sent_vdl; /* last VDL sent */
+} wr_stream;
+
+/* The recent log, kept for readers: consecutive LSNs, oldest first. */
+typedef struct {
+    mrd_buf *recs;
+    uint64_t first; /* LSN of recs[head] */
+    uint32_t head, count, cap;
+    uint64_t bytes, bytes_max;
+} wr_backlog;
+
+struct writer {
+    mrd_node *node;
+    const topo_region *region;
+    wr_state state;
+    char why[MRD_MSG_MAX]; /* why FENCED or FAILED */
+    vol *vol;
+    sqlx *sqlx;
+    mrd_pagestore ps;
+    mrd_vfs *vfs;
+    sqlite3 *db;
+    uint64_t max_pages; /* the volume's size limit in pages */
+    uint64_t commit_lsn_seen; /* highest commit LSN (set on the SQL thread, read after jobs) */
+    wr_backlog backlog;
+    wr_stream streams[WRITER_STREAMS_MAX];
+    struct wr_commit *blocked; /* commits waiting for room (MRD_EBUSY) */
+    mrd_metric *m_sql, *m_sql_errors, *m_commits, *m_records, *m_durable_seconds, *m_vdl;
+    bool stopping;
+};
+
+/* store.c: the VFS's page store over the volume client (SQL thread side + loop side). */
+void wr_store_init(writer *w);
+/* The volume's VDL moved: retry commits that waited for room. */
+void wr_store_on_vdl(writer *w);
+
+/* sql.c: POST /v1/sql. */
+void wr_sql_route(mrd_node *node, h2_req *req, void *ud);
+void wr_sql_open(writer *w);
+/* The client of a SQL request went away: the job finishes and answers nobody. */
+void wr_sql_closed(h2_req *req);
+
+/* stream.c: GET /v1/log, and the backlog. */
+int wr_backlog_init(wr_backlog *b, uint32_t cap, uint64_t bytes_max);
+void wr_backlog_put(wr_backlog *b, uint64_t lsn, const uint8_t *data, size_t len);
+void wr_stream_route(mrd_node *node, h2_req *req, void *ud);
+void wr_stream_pump(writer *w);
+void wr_stream_closed(writer *w, h2_req *req);
+void wr_streams_end(writer *w);
+
+#endif
