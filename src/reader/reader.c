@@ -1,0 +1,133 @@
+/* The reader role's life (include/meridian/reader.h): start, tick, status, stop. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "reader_int.h"
+
+static void on_tick(uv_timer_t *t)
+{
+    reader *r = t->data;
+    uint64_t now = mrd_now_ms();
+    rd_stream_tick(r, now);
+    rd_nodes_tick(r, now);
+    rd_reads_tick(r, now);
+    rd_sql_tick(r, now);
+    rd_stats st;
+    rd_core_stats(r->core, now, &st);
+    mrd_metric_set(r->m_lag_ms, (double)st.lag_ms);
+    mrd_metric_set(r->m_lag_lsn, (double)st.lag_lsn);
+}
+
+static void status_fn(mrd_node *node, mrd_buf *out, void *ud)
+{
+    reader *r = ud;
+    rd_stats st;
+    rd_core_stats(r->core, mrd_now_ms(), &st);
+    mrd_buf_printf(out,
+                   ",\"reader_state\":\"%s\",\"vdl\":%llu,\"writer_vdl\":%llu,\"lag_ms\":%llu,"
+                   "\"lag_lsn\":%llu,\"epoch\":%llu,\"pages_held\":%llu,\"records_applied\":%llu,"
+                   "\"records_dropped\":%llu,\"stream_resets\":%llu",
+                   !r->sql_ready ? "starting" : st.stream_up ? "streaming" : "stream_down",
+                   (unsigned long long)st.applied_vdl, (unsigned long long)st.writer_vdl,
+                   (unsigned long long)st.lag_ms, (unsigned long long)st.lag_lsn,
+                   (unsigned long long)st.epoch, (unsigned long long)st.pages_held,
+                   (unsigned long long)st.records_applied, (unsigned long long)st.records_dropped,
+                   (unsigned long long)st.resets);
+    if (!st.stream_up && r->stream_why[0]) {
+        mrd_buf_printf(out, ",\"stream_down_reason\":");
+        mrd_json_quote(out, r->stream_why);
+    }
+}
+
+static void req_close_fn(mrd_node *node, h2_req *req, void *ud)
+{
+    if (h2_req_ud(req) != NULL) rd_sql_closed(req);
+}
+
+static void sqlx_stopped(void *ud)
+{
+    reader *r = ud;
+    r->sqlx = NULL;
+    if (r->db != NULL) sqlite3_close(r->db);
+    r->db = NULL;
+    mrd_vfs_free(r->vfs);
+    r->vfs = NULL;
+    rd_stream_stop(r);
+    rd_nodes_stop(r);
+}
+
+static void stop_fn(mrd_node *node, void *ud)
+{
+    reader *r = ud;
+    r->stopping = true;
+    uv_timer_stop(&r->tick);
+    uv_close((uv_handle_t *)&r->tick, NULL);
+    /* Reads fail so that the SQL thread can finish its job: those waiting now, those in
+     * flight when their calls close with the connections. */
+    rd_reads_stop(r);
+    rd_nodes_stop(r);
+    sqlx_stop(r->sqlx, sqlx_stopped, r);
+}
+
+static void register_metrics(reader *r)
+{
+    mrd_metrics *m = &r->node->metrics;
+    r->m_sql = mrd_metric_add(m, MRD_COUNTER, "meridian_sql_requests_total", NULL,
+                              "SQL requests received.");
+    r->m_sql_errors = mrd_metric_add(m, MRD_COUNTER, "meridian_sql_errors_total", NULL,
+                                     "SQL requests answered with an error.");
+    r->m_lag_ms = mrd_metric_add(m, MRD_GAUGE, "meridian_reader_lag_ms", NULL,
+                                 "Age of the oldest durability mark not yet applied.");
+    r->m_lag_lsn = mrd_metric_add(m, MRD_GAUGE, "meridian_reader_lag_lsn", NULL,
+                                  "The writer's VDL minus the applied VDL.");
+    r->m_storage_reads = mrd_metric_add(m, MRD_COUNTER, "meridian_reader_storage_reads_total",
+                                        NULL, "Pages read from storage nodes.");
+    r->m_resets = mrd_metric_add(m, MRD_COUNTER, "meridian_reader_stream_starts_total", NULL,
+                                 "Times the log stream (re)started from the writer's VDL.");
+    r->m_applied = mrd_metric_add(m, MRD_COUNTER, "meridian_reader_records_applied_total", NULL,
+                                  "Log records applied from the writer's stream.");
+}
+
+static int client_tls(reader *r, mrd_msg *msg)
+{
+    mrd_node *n = r->node;
+    if (!n->topo.tls) return 0;
+    char ca[TOPO_PATH_MAX + 16], cert[TOPO_PATH_MAX + 80], key[TOPO_PATH_MAX + 80];
+    snprintf(ca, sizeof(ca), "%s/ca.crt", n->certs_dir);
+    snprintf(cert, sizeof(cert), "%s/%s.crt", n->certs_dir, n->self->id);
+    snprintf(key, sizeof(key), "%s/%s.key", n->certs_dir, n->self->id);
+    h2_tls_config cfg = {.ca_file = ca, .cert_file = cert, .key_file = key, .verify_peer = true};
+    return h2_tls_client_new(&cfg, &r->client_tls, msg);
+}
+
+int reader_start(mrd_node *node, reader **out, mrd_msg *msg)
+{
+    reader *r = calloc(1, sizeof(*r));
+    if (r == NULL) return mrd_fail(msg, MRD_ENOMEM, "reader: out of memory");
+    r->node = node;
+    r->region = &node->topo.regions[node->self->region];
+    r->writer_node = &r->region->instances[r->region->writer];
+    r->pages_per_pg = node->topo.pg_size_bytes / node->topo.page_size;
+    mrd_buf_init(&r->scratch);
+    wire_frame_reader_init(&r->fr, 0);
+    register_metrics(r);
+    int rc = client_tls(r, msg);
+    if (rc == 0) rc = rd_core_new(node->topo.page_size, r->pages_per_pg, 0, &r->core, msg);
+    if (rc == 0) rc = sqlx_start(node->loop, &r->sqlx, msg);
+    if (rc != 0) return rc;
+    rd_pages_init(r);
+    rd_sql_open(r);
+    uv_timer_init(node->loop, &r->tick);
+    r->tick.data = r;
+    uv_timer_start(&r->tick, on_tick, 0, RD_TICK_MS);
+    mrd_node_route(node, "POST", "/v1/sql", rd_sql_route, r);
+    node->status_fn = status_fn;
+    node->status_ud = r;
+    node->req_close_fn = req_close_fn;
+    node->req_close_ud = r;
+    node->stop_fn = stop_fn;
+    node->stop_ud = r;
+    *out = r;
+    return 0;
+}

@@ -1,0 +1,204 @@
+/*
+ * POST /v1/sql on a reader: read-only, at the reader's read point. A
+ * request asking for "session" (after_lsn) or "strong" (the writer's VDL as
+ * the reader last heard it) consistency waits, up to its timeout_ms, until
+ * the applied VDL reaches that LSN.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "reader_int.h"
+
+typedef struct rd_wait {
+    sqlx_job job;
+    reader *r;
+    h2_req *req;
+    mrd_sql_request sql;
+    mrd_buf out;
+    mrd_sql_error err;
+    int rc;
+    uint64_t lsn;       /* the read point the answer was read at */
+    uint64_t wait_lsn;  /* wait for the applied VDL to reach this first */
+    uint64_t deadline_ms;
+    struct rd_wait *next;
+} rd_job;
+
+static void respond_error(h2_req *req, const mrd_sql_error *err)
+{
+    mrd_buf body;
+    mrd_buf_init(&body);
+    mrd_sql_error_json(err, &body);
+    h2_header hdr = {"content-type", "application/json"};
+    h2_req_respond(req, err->http_status, &hdr, 1, body.data, body.len);
+    mrd_buf_free(&body);
+}
+
+static void job_free(rd_job *j)
+{
+    if (j->req != NULL) h2_req_set_ud(j->req, NULL);
+    mrd_sql_request_free(&j->sql);
+    mrd_buf_free(&j->out);
+    free(j);
+}
+
+static void job_work(sqlx_job *job)
+{
+    rd_job *j = job->ud;
+    j->rc = mrd_sql_run(j->r->db, &j->sql, true, &j->out, &j->err);
+    j->lsn = mrd_vfs_read_point(j->r->vfs);
+}
+
+static void job_done(sqlx_job *job, bool cancelled)
+{
+    rd_job *j = job->ud;
+    reader *r = j->r;
+    mrd_metric_inc(r->m_applied, rd_core_apply(r->core, mrd_now_ms())); /* unpinned: catch up */
+    if (j->req == NULL) return job_free(j);
+    if (cancelled) mrd_sql_fail(&j->err, 503, "unavailable", "the reader is stopping");
+    if (cancelled || j->rc != 0) {
+        mrd_metric_inc(r->m_sql_errors, 1);
+        respond_error(j->req, &j->err);
+        return job_free(j);
+    }
+    rd_stats st;
+    rd_core_stats(r->core, mrd_now_ms(), &st);
+    char lsn[24], lag[24];
+    snprintf(lsn, sizeof(lsn), "%llu", (unsigned long long)j->lsn);
+    snprintf(lag, sizeof(lag), "%llu", (unsigned long long)st.lag_ms);
+    mrd_buf body;
+    mrd_buf_init(&body);
+    mrd_buf_printf(&body, "{");
+    mrd_buf_append(&body, j->out.data, j->out.len);
+    mrd_buf_printf(&body, ",\"lsn\":%s,\"lag_ms\":%s,\"region\":", lsn, lag);
+    mrd_json_quote(&body, r->region->name);
+    mrd_buf_printf(&body, ",\"instance\":");
+    mrd_json_quote(&body, r->node->self->id);
+    mrd_buf_printf(&body, "}\n");
+    h2_header hdrs[5] = {{"content-type", "application/json"},
+                         {"meridian-lsn", lsn},
+                         {"meridian-lag-ms", lag},
+                         {"meridian-region", r->region->name},
+                         {"meridian-instance", r->node->self->id}};
+    h2_req_respond(j->req, 200, hdrs, 5, body.data, body.len);
+    mrd_buf_free(&body);
+    job_free(j);
+}
+
+static void submit(rd_job *j)
+{
+    mrd_sql_error err;
+    j->job = (sqlx_job){.work = job_work, .done = job_done, .ud = j};
+    if (sqlx_submit(j->r->sqlx, &j->job) != 0) {
+        mrd_sql_fail(&err, 503, "busy", "too many requests are waiting for the SQL thread");
+        if (j->req != NULL) respond_error(j->req, &err);
+        job_free(j);
+    }
+}
+
+/* Requests waiting for the read point: go when it is there, fail at their deadline. */
+void rd_sql_tick(reader *r, uint64_t now)
+{
+    rd_stats st;
+    rd_core_stats(r->core, now, &st);
+    for (rd_job **p = &r->waits; *p != NULL;) {
+        rd_job *j = *p;
+        bool ready = st.applied_vdl >= j->wait_lsn;
+        if (!ready && now < j->deadline_ms && j->req != NULL) {
+            p = &j->next;
+            continue;
+        }
+        *p = j->next;
+        if (j->req == NULL) {
+            job_free(j);
+        } else if (ready) {
+            submit(j);
+        } else {
+            mrd_sql_fail(&j->err, 504, "lagging",
+                         "this reader's read point %llu did not reach lsn %llu within %llu ms "
+                         "(lag %llu ms)",
+                         (unsigned long long)st.applied_vdl, (unsigned long long)j->wait_lsn,
+                         (unsigned long long)j->sql.timeout_ms, (unsigned long long)st.lag_ms);
+            respond_error(j->req, &j->err);
+            job_free(j);
+        }
+    }
+}
+
+void rd_sql_route(mrd_node *node, h2_req *req, void *ud)
+{
+    reader *r = ud;
+    mrd_sql_error err;
+    mrd_metric_inc(r->m_sql, 1);
+    if (!r->sql_ready) {
+        mrd_sql_fail(&err, 503, "unavailable", "the reader is starting");
+        return respond_error(req, &err);
+    }
+    rd_job *j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        mrd_sql_fail(&err, 503, "busy", "out of memory");
+        return respond_error(req, &err);
+    }
+    size_t len;
+    const uint8_t *body = h2_req_body(req, &len);
+    if (mrd_sql_request_parse((const char *)body, len, &j->sql, &j->err) != 0) {
+        respond_error(req, &j->err);
+        return job_free(j);
+    }
+    j->r = r;
+    j->req = req;
+    mrd_buf_init(&j->out);
+    h2_req_set_ud(req, j);
+    rd_stats st;
+    uint64_t now = mrd_now_ms();
+    rd_core_stats(r->core, now, &st);
+    if (j->sql.consistency == MRD_SQL_SESSION) j->wait_lsn = j->sql.after_lsn;
+    if (j->sql.consistency == MRD_SQL_STRONG) j->wait_lsn = st.writer_vdl;
+    if (st.applied_vdl >= j->wait_lsn) return submit(j);
+    j->deadline_ms = now + j->sql.timeout_ms;
+    j->next = r->waits;
+    r->waits = j;
+}
+
+void rd_sql_closed(h2_req *req)
+{
+    rd_job *j = h2_req_ud(req);
+    j->req = NULL;
+    h2_req_set_ud(req, NULL);
+}
+
+/* ---- opening SQLite --------------------------------------------------------------------- */
+
+typedef struct {
+    sqlx_job job;
+    reader *r;
+    int rc;
+    mrd_msg msg;
+} open_job;
+
+static void open_work(sqlx_job *job)
+{
+    open_job *o = job->ud;
+    reader *r = o->r;
+    o->rc = mrd_vfs_new(&r->ps, &r->vfs, &o->msg);
+    if (o->rc == 0) o->rc = mrd_vfs_open(r->vfs, &r->db, &o->msg);
+}
+
+static void open_done(sqlx_job *job, bool cancelled)
+{
+    open_job *o = job->ud;
+    if (!cancelled && o->rc == 0)
+        o->r->sql_ready = true;
+    else if (!cancelled)
+        MRD_ERROR("sql_open_failed", "reason=\"%s\"", o->msg.text);
+    free(o);
+}
+
+void rd_sql_open(reader *r)
+{
+    open_job *o = calloc(1, sizeof(*o));
+    if (o == NULL) return;
+    o->r = r;
+    o->job = (sqlx_job){.work = open_work, .done = open_done, .ud = o};
+    if (sqlx_submit(r->sqlx, &o->job) != 0) free(o);
+}
