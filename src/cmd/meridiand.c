@@ -14,6 +14,8 @@
 #include "meridian/node.h"
 #include "meridian/router.h"
 #include "meridian/storage.h"
+#include "meridian/reader.h"
+#include "meridian/writer.h"
 
 static void usage(FILE *out)
 {
@@ -30,6 +32,14 @@ static int start_role(mrd_node *node, mrd_msg *msg)
     case TOPO_ROLE_STORAGE: {
         static const storage_options opts = {0}; /* every limit at its default */
         return storage_start(node, &opts, msg);
+    }
+    case TOPO_ROLE_WRITER: {
+        writer *w;
+        return writer_start(node, &w, msg);
+    }
+    case TOPO_ROLE_READER: {
+        reader *r;
+        return reader_start(node, &r, msg);
     }
     case TOPO_ROLE_ROUTER: {
         router *r;
