@@ -92,10 +92,10 @@ void stp_close(stp *p)
 static int stp_grow(void **arr, uint32_t *cap, uint32_t need, uint32_t limit, size_t size)
 {
     if (need <= *cap) return 0;
-    uint32_t cap2 = *cap ? *cap : 64;
+    if (need > limit) return MRD_EBUSY;
+    uint32_t cap2 = *cap ? *cap : (limit < 64 ? limit : 64);
     while (cap2 < need)
         cap2 = cap2 > limit / 2 ? limit : cap2 * 2;
-    if (cap2 < need) return MRD_EBUSY;
     void *n = realloc(*arr, (size_t)cap2 * size);
     if (n == NULL) return MRD_ENOMEM;
     *arr = n;
@@ -147,6 +147,7 @@ int stp_load(stp *p, const quorum_rec *q, uint64_t page, uint64_t key, const uin
     rc = stp_index_add(p, q, page, key, payload, len);
     if (rc != 0) return rc; /* the chain holds it without a payload: the caller gives up */
     if (q->lsn > p->lsn_durable) p->lsn_durable = q->lsn;
+    if (key > p->key_durable) p->key_durable = key; /* read back from disk: durable */
     return 0;
 }
 
