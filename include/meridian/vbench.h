@@ -33,12 +33,12 @@
 
 #include "meridian/common.h"
 
-#define VB_PAGES_MAX (1u << 16)        /* pages one bench writes (it keeps a copy of each) */
-#define VB_INFLIGHT_MAX 4096u          /* writes waiting for VDL at once */
-#define VB_FETCH_INFLIGHT_MAX 256u     /* page reads at once (prefetch, verify) */
-#define VB_LOG_LINE_MAX 256u           /* bytes of one log line */
-#define VB_CHECK_PAGES_MAX (1u << 22)  /* distinct pages one log may name */
-#define VB_CHECK_LATER_MAX (1u << 20)  /* writes above the logged VDL kept per page */
+#define VB_PAGES_MAX (1u << 16)       /* pages one bench writes (it keeps a copy of each) */
+#define VB_INFLIGHT_MAX 4096u         /* writes waiting for VDL at once */
+#define VB_FETCH_INFLIGHT_MAX 256u    /* page reads at once (prefetch, verify) */
+#define VB_LOG_LINE_MAX 256u          /* bytes of one log line */
+#define VB_CHECK_PAGES_MAX (1u << 22) /* distinct pages one log may name */
+#define VB_CHECK_LATER_MAX (1u << 20) /* writes above the logged VDL kept per page */
 #define VB_PROBE_COUNT_MAX 100000u
 
 /* The CLI's entry for `meridian volume-*` (argv[1] is the command). Returns the exit code. */
@@ -93,10 +93,10 @@ typedef struct {
 
 typedef struct {
     uint64_t page;
-    bool has_base;     /* a write at or below the logged VDL */
+    bool has_base; /* a write at or below the logged VDL */
     uint64_t base_lsn;
     uint32_t base_crc;
-    vb_write *later;   /* writes above the VDL known when last folded, ascending */
+    vb_write *later; /* writes above the VDL known when last folded, ascending */
     uint32_t n_later, cap_later;
 } vb_page_hist;
 

@@ -104,7 +104,8 @@ static void fill(vb_bench_state *b)
 {
     while (!b->stopping && b->pending < b->a->inflight && b->submitted < b->a->records)
         if (!write_one(b)) return;
-    if (!b->stopping && b->pending == 0 && b->submitted >= b->a->records) stop(b, "records", 0, NULL);
+    if (!b->stopping && b->pending == 0 && b->submitted >= b->a->records)
+        stop(b, "records", 0, NULL);
 }
 
 static void on_durable(vol *v, uint64_t lsn, void *ud)
@@ -120,7 +121,8 @@ static void on_durable(vol *v, uint64_t lsn, void *ud)
     fill(b);
 }
 
-/* ---- start: recovery done, pages fetched ------------------------------------------------------ */
+/* ---- start: recovery done, pages fetched ------------------------------------------------------
+ */
 
 static void fetch_more(vb_bench_state *b);
 
@@ -185,9 +187,7 @@ static const vol_cbs bench_cbs = {.on_ready = on_ready, .on_vdl = on_vdl, .on_er
 
 /* ---- stop ---------------------------------------------------------------------------------- */
 
-static void on_handle_closed(uv_handle_t *h)
-{
-}
+static void on_handle_closed(uv_handle_t *h) {}
 
 static void stop(vb_bench_state *b, const char *reason, int exit_code, const char *err)
 {
@@ -247,7 +247,8 @@ static void print_results(const vb_bench_state *b)
         printf("quorum ack latency: p50 %.3f ms, p99 %.3f ms, max %.3f ms, mean %.3f ms\n",
                p50 / 1e3, p99 / 1e3, max / 1e3, mean / 1e3);
         printf("inflight %u, %u-byte changes over %" PRIu64 " pages, epoch %" PRIu64
-               ", vdl %" PRIu64 ", %" PRIu64 " appends carried %" PRIu64 " records; stopped by %s\n",
+               ", vdl %" PRIu64 ", %" PRIu64 " appends carried %" PRIu64
+               " records; stopped by %s\n",
                a->inflight, a->delta_bytes, a->pages, b->info.epoch, b->vdl, b->stats.appends,
                b->stats.append_records, b->stop_reason);
     }
@@ -260,11 +261,12 @@ static int setup(vb_bench_state *b, const vb_args *a, vb_env *env, mrd_msg *msg)
     uint64_t pages_per_pg = env->topo.pg_size_bytes / env->topo.page_size;
     uint64_t pgs = (a->pages + pages_per_pg - 1) / pages_per_pg;
     if (pgs > QUORUM_PGS_MAX)
-        return mrd_fail(msg, MRD_ETOOBIG, "%" PRIu64 " pages need %" PRIu64
-                                          " protection groups, at most %u",
+        return mrd_fail(msg, MRD_ETOOBIG,
+                        "%" PRIu64 " pages need %" PRIu64 " protection groups, at most %u",
                         a->pages, pgs, QUORUM_PGS_MAX);
     if (a->delta_bytes == 0 || a->delta_bytes > b->page_size)
-        return mrd_fail(msg, MRD_EINVAL, "--delta-bytes must be 1..%u (the page size)", b->page_size);
+        return mrd_fail(msg, MRD_EINVAL, "--delta-bytes must be 1..%u (the page size)",
+                        b->page_size);
     b->pages = calloc(a->pages, b->page_size);
     b->delta = calloc(1, a->delta_bytes);
     b->slots = calloc(a->inflight, sizeof(*b->slots));

@@ -133,16 +133,18 @@ static int on_submit(vb_check *c, uint64_t lsn, uint64_t page, uint32_t crc, uin
                      mrd_msg *msg)
 {
     if (lsn <= c->last_lsn)
-        return mrd_fail(msg, MRD_EINVAL, "log line %" PRIu64 ": lsn %" PRIu64
-                                         " is not above the previous write's %" PRIu64,
+        return mrd_fail(msg, MRD_EINVAL,
+                        "log line %" PRIu64 ": lsn %" PRIu64
+                        " is not above the previous write's %" PRIu64,
                         line_no, lsn, c->last_lsn);
     vb_page_hist *h;
     int rc = find_page(c, page, &h);
     if (rc != 0) return mrd_fail(msg, rc, "log line %" PRIu64 ": too many pages", line_no);
     fold(c, h);
     if (h->n_later >= VB_CHECK_LATER_MAX)
-        return mrd_fail(msg, MRD_ETOOBIG, "log line %" PRIu64 ": page %" PRIu64
-                                          " has more than %u writes above the logged vdl",
+        return mrd_fail(msg, MRD_ETOOBIG,
+                        "log line %" PRIu64 ": page %" PRIu64
+                        " has more than %u writes above the logged vdl",
                         line_no, page, VB_CHECK_LATER_MAX);
     if (h->n_later == h->cap_later) {
         uint32_t cap = h->cap_later ? h->cap_later * 2 : 4;
@@ -157,14 +159,14 @@ static int on_submit(vb_check *c, uint64_t lsn, uint64_t page, uint32_t crc, uin
     return 0;
 }
 
-static int on_recovered(vb_check *c, uint64_t epoch, uint64_t vcl, uint64_t vdl,
-                        uint64_t line_no, mrd_msg *msg)
+static int on_recovered(vb_check *c, uint64_t epoch, uint64_t vcl, uint64_t vdl, uint64_t line_no,
+                        mrd_msg *msg)
 {
     if (vdl < c->vdl_max || vcl < vdl)
-        return mrd_fail(msg, MRD_EINVAL, "log line %" PRIu64 ": the writer of epoch %" PRIu64
-                                         " recovered vdl %" PRIu64 " (vcl %" PRIu64
-                                         "), below the logged vdl %" PRIu64
-                                         ": acknowledged writes were lost",
+        return mrd_fail(msg, MRD_EINVAL,
+                        "log line %" PRIu64 ": the writer of epoch %" PRIu64
+                        " recovered vdl %" PRIu64 " (vcl %" PRIu64
+                        "), below the logged vdl %" PRIu64 ": acknowledged writes were lost",
                         line_no, epoch, vdl, vcl, c->vdl_max);
     for (uint32_t i = 0; i < c->n_pages; i++) {
         vb_page_hist *h = &c->pages[i];
@@ -204,8 +206,9 @@ int vb_check_line(vb_check *c, const char *line, uint64_t line_no, mrd_msg *msg)
     if (strcmp(w[0], "recovered") == 0 && n == 4 && parse_num(w[1], 10, &e) &&
         parse_num(w[2], 10, &a) && parse_num(w[3], 10, &b))
         return on_recovered(c, e, a, b, line_no, msg);
-    return mrd_fail(msg, MRD_EPARSE, "log line %" PRIu64 ": expected 'submit LSN PAGE CRC', "
-                                     "'vdl N' or 'recovered EPOCH VCL VDL', got '%.80s'",
+    return mrd_fail(msg, MRD_EPARSE,
+                    "log line %" PRIu64 ": expected 'submit LSN PAGE CRC', "
+                    "'vdl N' or 'recovered EPOCH VCL VDL', got '%.80s'",
                     line_no, line);
 }
 
@@ -223,8 +226,9 @@ vb_match vb_check_page(vb_check *c, uint64_t page, uint32_t crc, mrd_msg *msg)
         snprintf(durable_text, sizeof(durable_text), "%08x of lsn %" PRIu64, durable, h->base_lsn);
     else
         snprintf(durable_text, sizeof(durable_text), "%08x (never written)", durable);
-    mrd_fail(msg, MRD_EINVAL, "page %" PRIu64 ": crc %08x, expected %s (its last write at or "
-                              "below the logged vdl %" PRIu64 ") or one of %u later writes",
+    mrd_fail(msg, MRD_EINVAL,
+             "page %" PRIu64 ": crc %08x, expected %s (its last write at or "
+             "below the logged vdl %" PRIu64 ") or one of %u later writes",
              page, crc, durable_text, c->vdl_max, h->n_later);
     return VB_MISMATCH;
 }

@@ -36,20 +36,47 @@ static int parse_option(int c, const char *arg, vb_args *a)
         return -1;
     }
     switch (c) {
-    case 'd': a->data = arg; break;
-    case 'r': a->region = arg; break;
-    case 'l': a->log = arg; break;
-    case 'N': a->node = arg; break;
-    case 'j': a->json = true; break;
-    case 'n': a->records = v, a->records_set = true; break;
-    case 'k': a->inflight = (uint32_t)(v > VB_INFLIGHT_MAX ? VB_INFLIGHT_MAX + 1 : v); break;
-    case 'b': a->delta_bytes = (uint32_t)(v > 65536 ? 65537 : v); break;
-    case 'p': a->pages = v; break;
-    case 'D': a->duration_ms = v; break;
-    case 't': a->timeout_ms = v; break;
-    case 's': a->seed = v; break;
-    case 'c': a->count = (uint32_t)(v > VB_PROBE_COUNT_MAX ? VB_PROBE_COUNT_MAX + 1 : v); break;
-    default: return -1;
+    case 'd':
+        a->data = arg;
+        break;
+    case 'r':
+        a->region = arg;
+        break;
+    case 'l':
+        a->log = arg;
+        break;
+    case 'N':
+        a->node = arg;
+        break;
+    case 'j':
+        a->json = true;
+        break;
+    case 'n':
+        a->records = v, a->records_set = true;
+        break;
+    case 'k':
+        a->inflight = (uint32_t)(v > VB_INFLIGHT_MAX ? VB_INFLIGHT_MAX + 1 : v);
+        break;
+    case 'b':
+        a->delta_bytes = (uint32_t)(v > 65536 ? 65537 : v);
+        break;
+    case 'p':
+        a->pages = v;
+        break;
+    case 'D':
+        a->duration_ms = v;
+        break;
+    case 't':
+        a->timeout_ms = v;
+        break;
+    case 's':
+        a->seed = v;
+        break;
+    case 'c':
+        a->count = (uint32_t)(v > VB_PROBE_COUNT_MAX ? VB_PROBE_COUNT_MAX + 1 : v);
+        break;
+    default:
+        return -1;
     }
     return 0;
 }
@@ -57,13 +84,20 @@ static int parse_option(int c, const char *arg, vb_args *a)
 static int parse_args(int argc, char **argv, vb_args *a)
 {
     static const struct option opts[] = {
-        {"data", required_argument, NULL, 'd'},       {"region", required_argument, NULL, 'r'},
-        {"records", required_argument, NULL, 'n'},    {"inflight", required_argument, NULL, 'k'},
-        {"delta-bytes", required_argument, NULL, 'b'}, {"pages", required_argument, NULL, 'p'},
-        {"duration-ms", required_argument, NULL, 'D'}, {"log", required_argument, NULL, 'l'},
-        {"timeout-ms", required_argument, NULL, 't'}, {"seed", required_argument, NULL, 's'},
-        {"node", required_argument, NULL, 'N'},       {"count", required_argument, NULL, 'c'},
-        {"json", no_argument, NULL, 'j'},             {NULL, 0, NULL, 0},
+        {"data", required_argument, NULL, 'd'},
+        {"region", required_argument, NULL, 'r'},
+        {"records", required_argument, NULL, 'n'},
+        {"inflight", required_argument, NULL, 'k'},
+        {"delta-bytes", required_argument, NULL, 'b'},
+        {"pages", required_argument, NULL, 'p'},
+        {"duration-ms", required_argument, NULL, 'D'},
+        {"log", required_argument, NULL, 'l'},
+        {"timeout-ms", required_argument, NULL, 't'},
+        {"seed", required_argument, NULL, 's'},
+        {"node", required_argument, NULL, 'N'},
+        {"count", required_argument, NULL, 'c'},
+        {"json", no_argument, NULL, 'j'},
+        {NULL, 0, NULL, 0},
     };
     a->command = argv[1];
     a->inflight = VB_INFLIGHT_DEFAULT;
@@ -105,7 +139,8 @@ static int load_env(const vb_args *a, vb_env *env, mrd_msg *msg)
     if (n < 0 || (size_t)n >= sizeof(env->data))
         return mrd_fail(msg, MRD_ETOOBIG, "data folder path too long");
     if (topo_certs_dir(&env->topo, env->certs, sizeof(env->certs)) == NULL &&
-        (size_t)snprintf(env->certs, sizeof(env->certs), "%s/certs", env->data) >= sizeof(env->certs))
+        (size_t)snprintf(env->certs, sizeof(env->certs), "%s/certs", env->data) >=
+            sizeof(env->certs))
         return mrd_fail(msg, MRD_ETOOBIG, "certs folder path too long");
     return 0;
 }

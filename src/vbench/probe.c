@@ -33,7 +33,8 @@ static int probe_fsync(const char *dir, uint32_t count, vb_lat *lat, mrd_msg *ms
             break;
         }
         uint64_t t0 = mrd_now_ns();
-        if (fdatasync(fd) != 0) rc = mrd_fail(msg, MRD_EIO, "%s: fdatasync: %s", path, strerror(errno));
+        if (fdatasync(fd) != 0)
+            rc = mrd_fail(msg, MRD_EIO, "%s: fdatasync: %s", path, strerror(errno));
         vb_lat_add(lat, mrd_now_ns() - t0);
     }
     close(fd);

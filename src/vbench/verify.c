@@ -61,7 +61,8 @@ static void on_page(vol *v, int status, uint64_t page, const uint8_t *data, cons
 
 static void read_more(vb_verify_state *s)
 {
-    while (!s->stopping && s->next < s->check.n_pages && s->next - s->done < VB_FETCH_INFLIGHT_MAX) {
+    while (!s->stopping && s->next < s->check.n_pages &&
+           s->next - s->done < VB_FETCH_INFLIGHT_MAX) {
         uint64_t page = vb_check_page_at(&s->check, s->next);
         int rc = vol_read(s->v, page, s->info.vdl, on_page, s);
         if (rc != 0) {
@@ -83,8 +84,10 @@ static void on_ready(vol *v, int status, const char *msg, void *ud)
     s->info = *vol_info_get(v);
     if (s->info.vdl < s->check.vdl_max) {
         char err[MRD_MSG_MAX];
-        snprintf(err, sizeof(err), "recovered vdl %" PRIu64 " is below the logged vdl %" PRIu64
-                 ": acknowledged writes were lost", s->info.vdl, s->check.vdl_max);
+        snprintf(err, sizeof(err),
+                 "recovered vdl %" PRIu64 " is below the logged vdl %" PRIu64
+                 ": acknowledged writes were lost",
+                 s->info.vdl, s->check.vdl_max);
         finish(s, 1, err);
         return;
     }
@@ -149,16 +152,19 @@ static void print_summary(const vb_verify_state *s)
         mrd_buf_free(&b);
     } else {
         printf("volume-verify: %s: %u pages read at the recovered vdl %" PRIu64 " (vcl %" PRIu64
-               ", epoch %" PRIu64 "): %" PRIu64 " hold their last write at or below the logged vdl %"
-               PRIu64 ", %" PRIu64 " a later write, %" PRIu64 " neither\n",
+               ", epoch %" PRIu64 "): %" PRIu64
+               " hold their last write at or below the logged vdl %" PRIu64 ", %" PRIu64
+               " a later write, %" PRIu64 " neither\n",
                s->exit_code == 0 ? "ok" : "FAILED", s->done, s->info.vdl, s->info.vcl,
                s->info.epoch, s->durable, c->vdl_max, s->later, s->mismatches);
         printf("log: %" PRIu64 " writes, %" PRIu64 " vdl lines, %" PRIu64 " writers, %" PRIu64
                " writes discarded by recoveries\n",
                c->submits, c->vdls, c->recoveries, c->truncated);
     }
-    if (s->first_mismatch[0]) fprintf(stderr, "meridian volume-verify: %s\n", s->first_mismatch);
-    else if (s->exit_code != 0) fprintf(stderr, "meridian volume-verify: %s\n", s->err);
+    if (s->first_mismatch[0])
+        fprintf(stderr, "meridian volume-verify: %s\n", s->first_mismatch);
+    else if (s->exit_code != 0)
+        fprintf(stderr, "meridian volume-verify: %s\n", s->err);
     fflush(stdout);
 }
 

@@ -65,7 +65,7 @@ vol_answer vol_answer_classify(int status, const uint8_t *body, size_t len, char
 
 const char *vol_answer_name(vol_answer a)
 {
-    static const char *const names[] = {"ok",    "stale_epoch", "fence_required", "incomplete",
-                                        "gone",  "retry",       "log_failed",     "bad"};
+    static const char *const names[] = {"ok",   "stale_epoch", "fence_required", "incomplete",
+                                        "gone", "retry",       "log_failed",     "bad"};
     return (unsigned)a < MRD_ARRAY_LEN(names) ? names[a] : "?";
 }

@@ -73,7 +73,9 @@ static bool send_one(vol *v, vol_node *n, uint32_t pg)
     snprintf(epoch, sizeof(epoch), "%" PRIu64, v->info.epoch);
     snprintf(pgs, sizeof(pgs), "%u", pg);
     snprintf(vdl, sizeof(vdl), "%" PRIu64, qw_vdl(&v->w));
-    h2_header hdrs[] = {{"meridian-epoch", epoch}, {"meridian-pg", pgs}, {"meridian-vdl", vdl},
+    h2_header hdrs[] = {{"meridian-epoch", epoch},
+                        {"meridian-pg", pgs},
+                        {"meridian-vdl", vdl},
                         {"content-type", "application/octet-stream"}};
     vol_call proto = {.kind = CALL_APPEND, .pg = pg, .n_lsns = k};
     proto.lsns = malloc((size_t)k * sizeof(uint64_t));
@@ -82,8 +84,8 @@ static bool send_one(vol *v, vol_node *n, uint32_t pg)
         return false;
     }
     memcpy(proto.lsns, v->take, (size_t)k * sizeof(uint64_t));
-    rc = vol_call_start(n, &proto, "POST", "/v1/append", hdrs, MRD_ARRAY_LEN(hdrs),
-                        v->scratch.data, v->scratch.len);
+    rc = vol_call_start(n, &proto, "POST", "/v1/append", hdrs, MRD_ARRAY_LEN(hdrs), v->scratch.data,
+                        v->scratch.len);
     if (rc != 0) { /* back into the queue; the connection is full or gone */
         for (uint32_t i = 0; i < k; i++)
             (void)vol_batcher_add(&v->batcher, n->seg, pg, v->take[i]);
@@ -121,8 +123,11 @@ static void on_ack(vol *v, vol_call *c)
     v->stats.append_records += c->n_lsns;
     uint64_t last = qw_pg_last(&v->w, c->pg);
     qw_event ev = {.kind = QW_EV_ACK,
-                   .ack = {.pg = c->pg, .seg = n->seg, .epoch = ack.epoch,
-                           .scl = ack.scl < last ? ack.scl : last, .lsns = c->lsns,
+                   .ack = {.pg = c->pg,
+                           .seg = n->seg,
+                           .epoch = ack.epoch,
+                           .scl = ack.scl < last ? ack.scl : last,
+                           .lsns = c->lsns,
                            .n_lsns = c->n_lsns}};
     rc = vol_qw_step(v, &ev);
     if (rc == MRD_EPROTO)
@@ -148,8 +153,9 @@ void vol_append_on_answer(vol_call *c, h2_call *call, int error)
         break;
     case VOL_ANS_STALE: {
         const char *e = h2_call_header(call, "meridian-epoch");
-        vol_fail(v, MRD_ESTALE, "node %s answered stale_epoch (its epoch %s, ours %" PRIu64
-                                "): a newer writer fenced this one",
+        vol_fail(v, MRD_ESTALE,
+                 "node %s answered stale_epoch (its epoch %s, ours %" PRIu64
+                 "): a newer writer fenced this one",
                  n->tn->id, e ? e : "?", v->info.epoch);
         break;
     }

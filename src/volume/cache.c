@@ -23,8 +23,8 @@ int vol_cache_init(vol_cache *c, uint32_t pages_max, uint32_t page_size, mrd_msg
     memset(c, 0, sizeof(*c));
     if (pages_max == 0 || pages_max > (1u << 24) || page_size == 0 ||
         page_size > WIRE_PAGE_SIZE_MAX)
-        return mrd_fail(msg, MRD_EINVAL, "page cache: %u pages of %u bytes out of range",
-                        pages_max, page_size);
+        return mrd_fail(msg, MRD_EINVAL, "page cache: %u pages of %u bytes out of range", pages_max,
+                        page_size);
     c->pages_max = pages_max;
     c->page_size = page_size;
     c->index_cap = 16;
@@ -96,8 +96,7 @@ static int take_entry(vol_cache *c, uint64_t vdl, uint32_t *out)
     return 0;
 }
 
-int vol_cache_put(vol_cache *c, uint64_t page, const uint8_t *data, uint64_t last_lsn,
-                  uint64_t vdl)
+int vol_cache_put(vol_cache *c, uint64_t page, const uint8_t *data, uint64_t last_lsn, uint64_t vdl)
 {
     uint32_t slot = slot_of(c, page);
     uint32_t e = c->index[slot];

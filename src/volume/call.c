@@ -84,8 +84,8 @@ int vol_call_start(vol_node *n, const vol_call *proto, const char *method, const
     mrd_buf_init(&c->body);
     if (c->body_max == 0) c->body_max = VOL_ANSWER_BYTES_MAX;
     if (n->appends == 0 && n->calls == 0) n->progress_ms = vol_now_ms(n->v);
-    int rc = h2_client_request(n->client, method, path, hdrs, nhdrs, body, len, true, &call_cbs,
-                               c, NULL);
+    int rc = h2_client_request(n->client, method, path, hdrs, nhdrs, body, len, true, &call_cbs, c,
+                               NULL);
     if (rc != 0) {
         c->lsns = NULL; /* the caller still owns them */
         vol_call_free(c);

@@ -24,8 +24,9 @@ int vol_qw_step(vol *v, qw_event *ev)
     quorum_sink sink = {.fn = vol_sink, .ctx = v};
     int rc = qw_step(&v->w, ev, sink);
     if (rc == MRD_ESTALE && v->w.fenced)
-        vol_fail(v, MRD_ESTALE, "a storage node acknowledged at a newer epoch than %llu: a newer "
-                                "writer fenced this one",
+        vol_fail(v, MRD_ESTALE,
+                 "a storage node acknowledged at a newer epoch than %llu: a newer "
+                 "writer fenced this one",
                  (unsigned long long)v->info.epoch);
     return rc;
 }
@@ -214,12 +215,12 @@ static int check_config(const vol_config *c, mrd_msg *msg)
                         c->pg_count_min, QUORUM_PGS_MAX);
     if (c->batch_records_max > WIRE_BATCH_RECORDS_MAX ||
         c->batch_bytes_max > WIRE_FRAME_BYTES_MAX / 2)
-        return mrd_fail(msg, MRD_ETOOBIG, "volume: batches of %u records / %u bytes exceed "
-                                          "%u records / %u bytes",
+        return mrd_fail(msg, MRD_ETOOBIG,
+                        "volume: batches of %u records / %u bytes exceed "
+                        "%u records / %u bytes",
                         c->batch_records_max, c->batch_bytes_max, WIRE_BATCH_RECORDS_MAX,
                         WIRE_FRAME_BYTES_MAX / 2);
-    if (c->inflight_max > (1u << 22) || c->retain_max > (1u << 22) ||
-        c->waiters_max > (1u << 22))
+    if (c->inflight_max > (1u << 22) || c->retain_max > (1u << 22) || c->waiters_max > (1u << 22))
         return mrd_fail(msg, MRD_ETOOBIG, "volume: in-flight, retain or waiter limit above %u",
                         1u << 22);
     return 0;
@@ -228,7 +229,8 @@ static int check_config(const vol_config *c, mrd_msg *msg)
 static int make_tls(vol *v, mrd_msg *msg)
 {
     if (!v->cfg.topo->tls) return 0;
-    if (v->cfg.certs_dir == NULL) return mrd_fail(msg, MRD_EINVAL, "volume: tls needs a certs folder");
+    if (v->cfg.certs_dir == NULL)
+        return mrd_fail(msg, MRD_EINVAL, "volume: tls needs a certs folder");
     char ca[TOPO_PATH_MAX + 16], cert[TOPO_PATH_MAX + 80], key[TOPO_PATH_MAX + 80];
     snprintf(ca, sizeof(ca), "%s/ca.crt", v->cfg.certs_dir);
     snprintf(cert, sizeof(cert), "%s/%s.crt", v->cfg.certs_dir, v->cfg.cert_id);
@@ -313,7 +315,8 @@ int vol_open(uv_loop_t *loop, const vol_config *cfg, const vol_cbs *cbs, void *u
     if (rc == 0) rc = alloc_tables(v, msg);
     for (uint8_t s = 0; rc == 0 && s < QUORUM_SEGMENTS; s++)
         if (topo_segment_node(v->region, s) == NULL)
-            rc = mrd_fail(msg, MRD_EINVAL, "volume: region %s has no segment %u", v->region->name, s);
+            rc = mrd_fail(msg, MRD_EINVAL, "volume: region %s has no segment %u", v->region->name,
+                          s);
     if (rc != 0) {
         free_all(v);
         return rc;

@@ -61,9 +61,9 @@ static void try_read(vol_read_op *op)
     uint64_t now = vol_now_ms(v);
     if (now >= op->deadline_ms) {
         char msg[MRD_MSG_MAX];
-        snprintf(msg, sizeof(msg), "page %" PRIu64 " at lsn %" PRIu64
-                 ": no complete segment answered within %u ms", op->page, op->lsn,
-                 VOL_READ_TIMEOUT_MS);
+        snprintf(msg, sizeof(msg),
+                 "page %" PRIu64 " at lsn %" PRIu64 ": no complete segment answered within %u ms",
+                 op->page, op->lsn, VOL_READ_TIMEOUT_MS);
         finish(op, MRD_ETIMEDOUT, NULL, msg);
         return;
     }
@@ -141,23 +141,27 @@ static void answered(vol_read_op *op, vol_call *c, h2_call *call)
         return;
     }
     if (a == VOL_ANS_STALE) {
-        vol_fail(v, MRD_ESTALE, "node %s answered stale_epoch to a read: a newer writer fenced "
-                                "this one",
+        vol_fail(v, MRD_ESTALE,
+                 "node %s answered stale_epoch to a read: a newer writer fenced "
+                 "this one",
                  c->n->tn->id);
         return;
     }
     if (a == VOL_ANS_GONE && !op->fetch) {
         char msg[MRD_MSG_MAX];
-        snprintf(msg, sizeof(msg), "page %" PRIu64 " at lsn %" PRIu64
-                 ": node %s no longer holds versions that old", op->page, op->lsn, c->n->tn->id);
+        snprintf(msg, sizeof(msg),
+                 "page %" PRIu64 " at lsn %" PRIu64 ": node %s no longer holds versions that old",
+                 op->page, op->lsn, c->n->tn->id);
         finish(op, MRD_ENOTFOUND, NULL, msg);
         return;
     }
     if (a == VOL_ANS_INCOMPLETE)
         v->stats.read_fallbacks++;
     else
-        MRD_WARN("vol_read_refused", "node=%s page=%" PRIu64 " lsn=%" PRIu64 " status=%d code=%s "
-                 "bytes=%zu", c->n->tn->id, op->page, op->lsn, c->status, code, c->body.len);
+        MRD_WARN("vol_read_refused",
+                 "node=%s page=%" PRIu64 " lsn=%" PRIu64 " status=%d code=%s "
+                 "bytes=%zu",
+                 c->n->tn->id, op->page, op->lsn, c->status, code, c->body.len);
     op->tried |= bit;
     try_read(op);
 }
@@ -209,9 +213,8 @@ void vol_reads_dispatch(vol *v)
 void vol_reads_tick(vol *v)
 {
     uint64_t now = vol_now_ms(v);
-    for (vol_read_op *op = v->reads, *next; op != NULL && v->phase != PHASE_CLOSING &&
-                                           v->phase != PHASE_FAILED;
-         op = next) {
+    for (vol_read_op *op = v->reads, *next;
+         op != NULL && v->phase != PHASE_CLOSING && v->phase != PHASE_FAILED; op = next) {
         next = op->next;
         if (!op->in_call && op->retry_at_ms != 0 && now >= op->retry_at_ms) {
             op->retry_at_ms = 0;

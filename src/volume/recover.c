@@ -159,6 +159,12 @@ static void round_two_done(vol *v)
         vol_fail(v, rc, "recovery: %s", msg.text);
         return;
     }
+    if (v->rec.again && v->rec.vdl < v->floor) { /* the last complete transaction is lower */
+        v->floor = v->rec.vdl;
+        drop_reports(v);
+        start_round(v, 2, v->info.pg_count, v->floor);
+        return;
+    }
     v->info.reporters = good;
     drop_reports(v);
     begin_writer(v);
@@ -205,8 +211,8 @@ void vol_recover_on_report(vol_call *c, h2_call *call, int error)
     }
     if (rc != 0) {
         if (!n->round_failed && error == 0)
-            MRD_WARN("vol_report_failed", "node=%s pg=%u round=%u reason=\"%s\"", n->tn->id,
-                     c->pg, c->round, msg.text);
+            MRD_WARN("vol_report_failed", "node=%s pg=%u round=%u reason=\"%s\"", n->tn->id, c->pg,
+                     c->round, msg.text);
         n->round_failed = true;
     }
     vol_recover_maybe_start(v);
@@ -255,7 +261,8 @@ static void begin_writer(vol *v)
         vol_fail(v, rc, "volume: %s", msg.text);
         return;
     }
-    MRD_INFO("vol_recovered", "epoch=%" PRIu64 " vcl=%" PRIu64 " vdl=%" PRIu64 " lost_max=%" PRIu64
+    MRD_INFO("vol_recovered",
+             "epoch=%" PRIu64 " vcl=%" PRIu64 " vdl=%" PRIu64 " lost_max=%" PRIu64
              " pgs=%u reporters=%u first_lsn=%" PRIu64,
              v->info.epoch, v->info.vcl, v->info.vdl, v->info.lost_max, v->info.pg_count,
              v->info.reporters, v->info.first_lsn);
@@ -305,8 +312,9 @@ void vol_fence_on_answer(vol_call *c, h2_call *call, int error)
         node_fenced(v, n);
     } else if (a == VOL_ANS_STALE) {
         const char *e = h2_call_header(call, "meridian-epoch");
-        vol_fail(v, MRD_ESTALE, "node %s is at epoch %s, above this writer's %" PRIu64
-                                ": another writer recovered the volume",
+        vol_fail(v, MRD_ESTALE,
+                 "node %s is at epoch %s, above this writer's %" PRIu64
+                 ": another writer recovered the volume",
                  n->tn->id, e ? e : "?", v->info.epoch);
     } else {
         char why[MRD_MSG_MAX];
@@ -342,8 +350,9 @@ void vol_scl_on_answer(vol_call *c, h2_call *call, int error)
     free((void *)r.hdrs);
     if (r.epoch < v->info.epoch) return; /* not fenced yet: it reports an old chain */
     uint64_t last = qw_pg_last(&v->w, c->pg);
-    qw_event ev = {.kind = QW_EV_ACK,
-                   .ack = {.pg = c->pg, .seg = c->n->seg, .epoch = r.epoch,
-                           .scl = r.scl < last ? r.scl : last}};
+    qw_event ev = {
+        .kind = QW_EV_ACK,
+        .ack = {
+            .pg = c->pg, .seg = c->n->seg, .epoch = r.epoch, .scl = r.scl < last ? r.scl : last}};
     vol_qw_step(v, &ev);
 }

@@ -8,8 +8,7 @@
 
 #include "meridian/volume.h"
 
-static int header_u64(vol_header_fn hdr, void *ctx, const char *name, uint64_t *out,
-                      mrd_msg *msg)
+static int header_u64(vol_header_fn hdr, void *ctx, const char *name, uint64_t *out, mrd_msg *msg)
 {
     const char *v = hdr(ctx, name);
     if (v == NULL) return mrd_fail(msg, MRD_EPROTO, "report: header %s missing", name);
@@ -71,9 +70,8 @@ static int add_batch(const wire_frame *f, uint32_t pg, uint32_t hdrs_max, quorum
     return rc < 0 ? mrd_fail(msg, rc, "report: batch changed while read") : 0;
 }
 
-int vol_report_decode(uint32_t pg, uint8_t seg, vol_header_fn hdr, void *ctx,
-                      const uint8_t *body, size_t len, uint32_t hdrs_max, quorum_report *out,
-                      mrd_msg *msg)
+int vol_report_decode(uint32_t pg, uint8_t seg, vol_header_fn hdr, void *ctx, const uint8_t *body,
+                      size_t len, uint32_t hdrs_max, quorum_report *out, mrd_msg *msg)
 {
     memset(out, 0, sizeof(*out));
     out->pg = pg;

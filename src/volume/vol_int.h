@@ -5,8 +5,8 @@
 #include "meridian/h2.h"
 #include "meridian/volume.h"
 
-#define VOL_FLOOR_NONE UINT64_MAX /* report floor asking for header fields only */
-#define VOL_REPORT_BYTES_MAX (64u << 20) /* body of one report answer */
+#define VOL_FLOOR_NONE UINT64_MAX         /* report floor asking for header fields only */
+#define VOL_REPORT_BYTES_MAX (64u << 20)  /* body of one report answer */
 #define VOL_ANSWER_BYTES_MAX (64u * 1024) /* body of any other answer but a page */
 
 typedef enum {
@@ -33,15 +33,15 @@ typedef struct vol_node {
     const topo_node *tn;
     h2_client *client;
     vol_node_state state;
-    uint32_t failures;     /* consecutive failed connections */
-    uv_timer_t retry;      /* reconnect after backoff */
-    uint32_t appends;      /* append calls in flight */
-    uint32_t calls;        /* other calls in flight */
-    uint64_t progress_ms;  /* last answer, or when the first call went out */
-    uint32_t round_calls;  /* this recovery round's reports still open */
-    bool round_in;         /* takes part in the current round */
-    bool round_failed;     /* a report of this round failed */
-    uint64_t scl_poll_ms;  /* last SCL poll */
+    uint32_t failures;    /* consecutive failed connections */
+    uv_timer_t retry;     /* reconnect after backoff */
+    uint32_t appends;     /* append calls in flight */
+    uint32_t calls;       /* other calls in flight */
+    uint64_t progress_ms; /* last answer, or when the first call went out */
+    uint32_t round_calls; /* this recovery round's reports still open */
+    bool round_in;        /* takes part in the current round */
+    bool round_failed;    /* a report of this round failed */
+    uint64_t scl_poll_ms; /* last SCL poll */
 } vol_node;
 
 typedef enum { CALL_REPORT, CALL_FENCE, CALL_APPEND, CALL_PAGE, CALL_SCL } vol_call_kind;
@@ -70,13 +70,13 @@ struct vol_read_op {
     uint64_t page;
     uint64_t lsn;
     uint32_t pg;
-    bool fetch;      /* cache the result as the writer's version */
-    bool done;       /* answered from the cache: report from the loop */
-    uint8_t tried;   /* segments tried since the last pause */
+    bool fetch;    /* cache the result as the writer's version */
+    bool done;     /* answered from the cache: report from the loop */
+    uint8_t tried; /* segments tried since the last pause */
     uint64_t deadline_ms;
     uint64_t retry_at_ms; /* 0: not waiting; else ask again from the tick at this time */
-    bool in_call;   /* a CALL_PAGE holds it: freed when that answers */
-    bool cancelled; /* the vol failed or closed: no callback any more */
+    bool in_call;         /* a CALL_PAGE holds it: freed when that answers */
+    bool cancelled;       /* the vol failed or closed: no callback any more */
     vol_read_cb cb;
     void *ud;
     int status;

@@ -105,8 +105,9 @@ static int teardown_check(void **state)
 
 static void check_durable_and_later_writes(void **state)
 {
-    const char *log[] = {"recovered 1 0 0",   "submit 1 7 0000000a", "submit 2 8 0000000b",
-                         "vdl 1",             "submit 3 7 0000000c", "vdl 2",
+    const char *log[] = {"recovered 1 0 0",     "submit 1 7 0000000a",
+                         "submit 2 8 0000000b", "vdl 1",
+                         "submit 3 7 0000000c", "vdl 2",
                          "submit 4 7 0000000d", ""};
     mrd_msg msg = {{0}};
     assert_int_equal(feed(log, MRD_ARRAY_LEN(log), &msg), 0);
@@ -129,8 +130,10 @@ static void check_recovery_discards_and_lsns_return(void **state)
 {
     const char *log[] = {
         "recovered 1 0 0",
-        "submit 1 7 00000001", "vdl 1",
-        "submit 2 7 00000002", "submit 3 7 00000003", /* above vdl 1: lost by the next writer */
+        "submit 1 7 00000001",
+        "vdl 1",
+        "submit 2 7 00000002",
+        "submit 3 7 00000003", /* above vdl 1: lost by the next writer */
         "recovered 2 2 2",     /* epoch 2 kept lsn 2, discarded 3 */
         "submit 3 7 00000033", /* lsn 3 again, a new record */
         "vdl 3",
@@ -146,8 +149,7 @@ static void check_recovery_discards_and_lsns_return(void **state)
 
 static void check_refuses_lost_acknowledged_writes(void **state)
 {
-    const char *log[] = {"submit 1 7 00000001", "submit 2 7 00000002", "vdl 2",
-                         "recovered 2 1 1"};
+    const char *log[] = {"submit 1 7 00000001", "submit 2 7 00000002", "vdl 2", "recovered 2 1 1"};
     mrd_msg msg = {{0}};
     assert_int_equal(feed(log, MRD_ARRAY_LEN(log), &msg), MRD_EINVAL);
     assert_non_null(strstr(msg.text, "log line 4"));
@@ -157,9 +159,15 @@ static void check_refuses_lost_acknowledged_writes(void **state)
 static void check_refuses_bad_lines(void **state)
 {
     mrd_msg msg = {{0}};
-    const char *bad[] = {"submit 1 7",           "submit x 7 00000001", "submit 1 7 zz",
-                         "vdl",                  "vdl -1",              "flush 3",
-                         "submit 0 7 00000001", "submit 1 7 1ffffffff", "vdl 99999999999999999999"};
+    const char *bad[] = {"submit 1 7",
+                         "submit x 7 00000001",
+                         "submit 1 7 zz",
+                         "vdl",
+                         "vdl -1",
+                         "flush 3",
+                         "submit 0 7 00000001",
+                         "submit 1 7 1ffffffff",
+                         "vdl 99999999999999999999"};
     for (size_t i = 0; i < MRD_ARRAY_LEN(bad); i++) {
         assert_int_equal(vb_check_line(&check, bad[i], 12, &msg), MRD_EPARSE);
         assert_non_null(strstr(msg.text, "log line 12"));
@@ -202,7 +210,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(histogram_quantiles_within_one_percent),
         cmocka_unit_test(workload_is_seeded_and_in_bounds),
-        cmocka_unit_test_setup_teardown(check_durable_and_later_writes, setup_check, teardown_check),
+        cmocka_unit_test_setup_teardown(check_durable_and_later_writes, setup_check,
+                                        teardown_check),
         cmocka_unit_test_setup_teardown(check_recovery_discards_and_lsns_return, setup_check,
                                         teardown_check),
         cmocka_unit_test_setup_teardown(check_refuses_lost_acknowledged_writes, setup_check,

@@ -19,14 +19,14 @@ static void answers_are_classified(void **state)
     char code[64];
     const char *stale = "{\"error\":{\"code\":\"stale_epoch\",\"message\":\"epoch 3 < 4\"}}";
     assert_int_equal(vol_answer_classify(200, NULL, 0, code, sizeof(code)), VOL_ANS_OK);
-    assert_int_equal(vol_answer_classify(409, (const uint8_t *)stale, strlen(stale), code,
-                                         sizeof(code)),
-                     VOL_ANS_STALE);
+    assert_int_equal(
+        vol_answer_classify(409, (const uint8_t *)stale, strlen(stale), code, sizeof(code)),
+        VOL_ANS_STALE);
     assert_string_equal(code, "stale_epoch");
     const char *fence = "{\"error\":{\"code\":\"fence_required\",\"message\":\"x\"}}";
-    assert_int_equal(vol_answer_classify(409, (const uint8_t *)fence, strlen(fence), code,
-                                         sizeof(code)),
-                     VOL_ANS_FENCE);
+    assert_int_equal(
+        vol_answer_classify(409, (const uint8_t *)fence, strlen(fence), code, sizeof(code)),
+        VOL_ANS_FENCE);
     const char *inc = "{\"error\":{\"code\":\"incomplete\",\"message\":\"scl 4 < 9\"}}";
     assert_int_equal(vol_answer_classify(409, (const uint8_t *)inc, strlen(inc), NULL, 0),
                      VOL_ANS_INCOMPLETE);
@@ -34,18 +34,18 @@ static void answers_are_classified(void **state)
     assert_int_equal(vol_answer_classify(503, (const uint8_t *)lf, strlen(lf), code, sizeof(code)),
                      VOL_ANS_LOG_FAILED);
     const char *busy = "{\"error\":{\"code\":\"busy\",\"message\":\"x\"}}";
-    assert_int_equal(vol_answer_classify(503, (const uint8_t *)busy, strlen(busy), code,
-                                         sizeof(code)),
-                     VOL_ANS_RETRY);
+    assert_int_equal(
+        vol_answer_classify(503, (const uint8_t *)busy, strlen(busy), code, sizeof(code)),
+        VOL_ANS_RETRY);
     assert_int_equal(vol_answer_classify(410, NULL, 0, code, sizeof(code)), VOL_ANS_GONE);
     assert_int_equal(vol_answer_classify(400, (const uint8_t *)"nonsense", 8, code, sizeof(code)),
                      VOL_ANS_BAD);
     assert_string_equal(code, "");
     /* a 409 with an unknown code is not taken for one we know */
     const char *odd = "{\"error\":{\"code\":\"stale\",\"message\":\"x\"}}";
-    assert_int_equal(vol_answer_classify(409, (const uint8_t *)odd, strlen(odd), code,
-                                         sizeof(code)),
-                     VOL_ANS_BAD);
+    assert_int_equal(
+        vol_answer_classify(409, (const uint8_t *)odd, strlen(odd), code, sizeof(code)),
+        VOL_ANS_BAD);
     assert_string_equal(vol_answer_name(VOL_ANS_INCOMPLETE), "incomplete");
 }
 
@@ -186,7 +186,7 @@ static void cache_pins_pages_above_vdl(void **state)
     assert_int_equal(vol_cache_put(&c, 200, p, 6, 0), 0);
     memset(p, 3, sizeof(p));
     assert_int_equal(vol_cache_put(&c, 300, p, 0, 0), MRD_EBUSY); /* both pinned */
-    assert_int_equal(vol_cache_put(&c, 300, p, 0, 5), 0); /* VDL 5 frees page 100 */
+    assert_int_equal(vol_cache_put(&c, 300, p, 0, 5), 0);         /* VDL 5 frees page 100 */
     assert_null(vol_cache_get(&c, 100));
     assert_int_equal(vol_cache_get(&c, 200)[0], 2);
     assert_int_equal(vol_cache_get(&c, 300)[0], 3);
@@ -280,8 +280,8 @@ static const char *fake_header(void *ctx, const char *name)
 
 static fake_headers report_headers(const char *epoch, const char *scl, const char *highest)
 {
-    fake_headers h = {{"meridian-epoch", "meridian-scl", "meridian-highest",
-                       "meridian-floor-head", "meridian-floor-cpl"},
+    fake_headers h = {{"meridian-epoch", "meridian-scl", "meridian-highest", "meridian-floor-head",
+                       "meridian-floor-cpl"},
                       {epoch, scl, highest, "0", "0"}};
     return h;
 }
@@ -318,7 +318,8 @@ static void report_decodes_fields_and_frames(void **state)
     add_frame(&body, 5, 46, 50);
     quorum_report r;
     mrd_msg msg = {{0}};
-    assert_int_equal(vol_report_decode(5, 2, fake_header, &h, body.data, body.len, 100, &r, &msg), 0);
+    assert_int_equal(vol_report_decode(5, 2, fake_header, &h, body.data, body.len, 100, &r, &msg),
+                     0);
     assert_int_equal(r.pg, 5);
     assert_int_equal(r.seg, 2);
     assert_int_equal(r.epoch, 3);
@@ -340,17 +341,17 @@ static void report_decodes_fields_and_frames(void **state)
                      MRD_EPROTO);
     assert_non_null(strstr(msg.text, "pg 5"));
     /* a body cut inside a frame */
-    assert_int_equal(vol_report_decode(5, 2, fake_header, &h, body.data, body.len - 3, 100, &r,
-                                       &msg),
-                     MRD_ETRUNC);
+    assert_int_equal(
+        vol_report_decode(5, 2, fake_header, &h, body.data, body.len - 3, 100, &r, &msg),
+        MRD_ETRUNC);
     /* frames out of LSN order */
     mrd_buf twisted;
     mrd_buf_init(&twisted);
     add_frame(&twisted, 5, 46, 50);
     add_frame(&twisted, 5, 41, 45);
-    assert_int_equal(vol_report_decode(5, 2, fake_header, &h, twisted.data, twisted.len, 100, &r,
-                                       &msg),
-                     MRD_EPROTO);
+    assert_int_equal(
+        vol_report_decode(5, 2, fake_header, &h, twisted.data, twisted.len, 100, &r, &msg),
+        MRD_EPROTO);
     /* headers above the reported highest */
     fake_headers low = report_headers("3", "40", "45");
     assert_int_equal(vol_report_decode(5, 2, fake_header, &low, body.data, body.len, 100, &r, &msg),
@@ -391,7 +392,7 @@ static void recovery_covers_every_pg_unless_all_six_answered(void **state)
             n++;
         }
     assert_int_equal(vol_recover_pg_count(reps, n, 0), 3);
-    assert_int_equal(vol_recover_pg_count(reps, n, 5), 5);  /* the writer's own need */
+    assert_int_equal(vol_recover_pg_count(reps, n, 5), 5); /* the writer's own need */
     assert_int_equal(vol_recover_pg_count(reps, n, 99), QUORUM_PGS_MAX);
     /* one node missing: a PG empty on five may hold records on the sixth */
     assert_int_equal(vol_recover_pg_count(reps, n - QUORUM_PGS_MAX, 0), QUORUM_PGS_MAX);
