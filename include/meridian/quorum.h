@@ -39,7 +39,13 @@
  * has no hole). Per-PG SCLs alone would not do: a PG whose next record was
  * lost and a PG whose next record simply lies above the old VDL look the same
  * to SCL and highest-LSN reports; the volume back-link tells them apart.
- * Everything above the recovered VCL is discarded: the new writer fences it
+ * The restart point is the last CPL on that walk (the recovered VDL), not the
+ * end of the walk: records after it belong to a transaction whose commit never
+ * became durable — no client heard of it — and pages must not show half of
+ * it. When that CPL lies below the floor, the PG heads there are unknown at
+ * this floor: quorum_recover says `again` and the caller asks for reports at
+ * floor = that VDL. Everything above the restart point is discarded: the new
+ * writer fences it
  * with a new epoch and a truncation point (quorum_fence), which every segment
  * applies to what it holds and to what peers or old writers send later.
  * Records between the old VCL and the recovered one may sit on fewer than 4
@@ -150,10 +156,12 @@ typedef struct {
 } quorum_report;
 
 typedef struct {
-    uint64_t vcl;       /* restart here; truncate everything above */
+    uint64_t vcl;       /* restart here, the last complete transaction; truncate above */
     uint64_t vdl;       /* highest CPL <= vcl */
     uint64_t epoch_max; /* highest epoch any reporter has seen */
     uint64_t lost_max;  /* highest LSN seen above vcl (discarded), 0 if none */
+    bool again;         /* no complete transaction at or above floor: recover again at
+                           floor = vdl (the heads there are not known at this floor) */
     uint32_t pg_count;
     uint64_t pg_head[QUORUM_PGS_MAX]; /* each PG's last record <= vcl (0: none) */
 } quorum_recovery;

@@ -104,11 +104,20 @@ static void start_at_floor(const quorum_report *reports, uint32_t n, quorum_reco
     }
 }
 
-/* Follows vol_prev_lsn links upwards from floor; stops at the first missing record. */
+/*
+ * Follows vol_prev_lsn links upwards from floor; stops at the first missing
+ * record. The restart point is the last CPL on the way, not the end of the
+ * chain: records after it belong to a transaction whose commit is not
+ * durable, which no client was told about and which must not show in pages.
+ * The PG heads are the ones at that CPL.
+ */
 static int walk(const rec_hdr *all, size_t count, uint64_t floor, quorum_recovery *out,
                 mrd_msg *msg)
 {
     uint64_t cur = floor, cur_epoch = 0;
+    uint64_t heads_at_cpl[QUORUM_PGS_MAX];
+    bool cpl_known = out->vdl == floor; /* the floor itself is a CPL (or the very start) */
+    memcpy(heads_at_cpl, out->pg_head, sizeof(heads_at_cpl));
     for (size_t i = 0; i < count; i++) {
         const rec_hdr *r = &all[i];
         if (r->h.epoch > out->epoch_max) out->epoch_max = r->h.epoch;
@@ -123,11 +132,20 @@ static int walk(const rec_hdr *all, size_t count, uint64_t floor, quorum_recover
         cur = r->h.lsn;
         cur_epoch = r->h.epoch;
         out->pg_head[r->pg] = cur;
-        if (r->h.is_cpl) out->vdl = cur;
+        if (r->h.is_cpl) {
+            out->vdl = cur;
+            memcpy(heads_at_cpl, out->pg_head, sizeof(heads_at_cpl));
+            cpl_known = true;
+        }
     }
-    out->vcl = cur;
+    if (!cpl_known) { /* the last CPL lies below floor: its heads need reports taken there */
+        out->again = true;
+        return 0;
+    }
+    out->vcl = out->vdl;
+    memcpy(out->pg_head, heads_at_cpl, sizeof(heads_at_cpl));
     for (size_t i = 0; i < count; i++)
-        if (all[i].h.lsn > cur && all[i].h.lsn > out->lost_max) out->lost_max = all[i].h.lsn;
+        if (all[i].h.lsn > out->vcl && all[i].h.lsn > out->lost_max) out->lost_max = all[i].h.lsn;
     return 0;
 }
 
@@ -151,6 +169,7 @@ int quorum_recover(uint32_t pg_count, uint64_t floor, const quorum_report *repor
     rc = walk(all, count, floor, out, msg);
     free(all);
     if (rc) return rc;
+    if (out->again) return 0;
     if (out->vdl > out->vcl) return mrd_fail(msg, MRD_EINVAL, "recovery: CPL above VCL");
     return 0;
 }

@@ -159,6 +159,12 @@ static void round_two_done(vol *v)
         vol_fail(v, rc, "recovery: %s", msg.text);
         return;
     }
+    if (v->rec.again && v->rec.vdl < v->floor) { /* the last complete transaction is lower */
+        v->floor = v->rec.vdl;
+        drop_reports(v);
+        start_round(v, 2, v->info.pg_count, v->floor);
+        return;
+    }
     v->info.reporters = good;
     drop_reports(v);
     begin_writer(v);

@@ -572,10 +572,21 @@ static int recover_at(sim *s, const uint8_t nodes[QUORUM_READ], quorum_recovery 
         rc = seg_chain_report(&s->chains[nodes[i / s->p.pgs]][i % s->p.pgs], floor, &reps[i],
                               s->hdrs[i], SIM_LSN_MAX);
     if (!rc) rc = quorum_recover(s->p.pgs, floor, reps, n, out, &msg);
+    if (!rc && out->again) { /* the last CPL lies below the floor: again, at it */
+        floor = out->vdl;
+        for (uint32_t i = 0; i < n && !rc; i++)
+            rc = seg_chain_report(&s->chains[nodes[i / s->p.pgs]][i % s->p.pgs], floor, &reps[i],
+                                  s->hdrs[i], SIM_LSN_MAX);
+        if (!rc) rc = quorum_recover(s->p.pgs, floor, reps, n, out, &msg);
+        if (!rc && out->again) rc = MRD_EINVAL, snprintf(msg.text, sizeof(msg.text), "again twice");
+    }
     if (rc) {
         fail(s, "recovery at s%u,s%u,s%u failed: %s", nodes[0], nodes[1], nodes[2], msg.text);
         return rc;
     }
+    if (out->vcl != out->vdl)
+        fail(s, "recovery at s%u,s%u,s%u restarts at %llu, not at its VDL %llu", nodes[0],
+             nodes[1], nodes[2], (unsigned long long)out->vcl, (unsigned long long)out->vdl);
     if (out->vcl < s->vdl_promised || out->vdl < s->vdl_promised)
         fail(s, "recovery at s%u,s%u,s%u found VCL %llu VDL %llu below the promised VDL %llu",
              nodes[0], nodes[1], nodes[2], (unsigned long long)out->vcl,

@@ -554,9 +554,30 @@ static void recover_uses_the_volume_chain(void **state)
     rep3(r, 0, 1, b1, 1, 1, 0);
     rep3(r + 3, 1, 4, b2, 2, 0, 0);
     assert_int_equal(quorum_recover(2, 1, r, 6, &out, NULL), 0);
-    assert_int_equal(out.vcl, 1);
+    /* lsn 1 is no CPL: nothing complete at or above the floor; again at floor 0. */
+    assert_true(out.again);
     assert_int_equal(out.vdl, 0);
-    assert_int_equal(out.lost_max, 5);
+    quorum_hdr b0[] = {{.lsn = 1, .prev_lsn = 0, .vol_prev_lsn = 0, .epoch = 1}};
+    rep3(r, 0, 1, b0, 1, 0, 0);
+    rep3(r + 3, 1, 4, b2, 2, 0, 0);
+    assert_int_equal(quorum_recover(2, 0, r, 6, &out, NULL), 0);
+    assert_false(out.again);
+    assert_int_equal(out.vcl, 0); /* the half-shipped transaction of lsn 1 is discarded */
+    assert_int_equal(out.vdl, 0);
+    assert_int_equal(out.lost_max, 4);
+    assert_int_equal(out.pg_head[0], 0);
+
+    /* A chain ending in records without their CPL restarts at the last CPL. */
+    quorum_hdr c2[] = {{.lsn = 2, .prev_lsn = 0, .vol_prev_lsn = 1, .epoch = 1},
+                       {.lsn = 3, .prev_lsn = 2, .vol_prev_lsn = 2, .epoch = 1, .is_cpl = true},
+                       {.lsn = 4, .prev_lsn = 3, .vol_prev_lsn = 3, .epoch = 1}};
+    rep3(r, 0, 1, NULL, 0, 1, 1);
+    rep3(r + 3, 1, 4, c2, 3, 0, 0);
+    assert_int_equal(quorum_recover(2, 1, r, 6, &out, NULL), 0);
+    assert_int_equal(out.vcl, 3);
+    assert_int_equal(out.vdl, 3);
+    assert_int_equal(out.lost_max, 4);
+    assert_int_equal(out.pg_head[1], 3);
 }
 
 static void recover_needs_a_read_quorum(void **state)
