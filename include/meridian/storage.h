@@ -53,12 +53,13 @@
 
 /* ---- limits and timings -------------------------------------------------------------- */
 
-#define STORAGE_HELD_MAX_DEFAULT (1u << 20)          /* records one PG's segment holds */
+#define STORAGE_HELD_MAX_DEFAULT (1u << 19)          /* records one PG's segment holds */
 #define STORAGE_PAYLOAD_BYTES_MAX_DEFAULT (512u << 20) /* unmaterialized record bytes in memory */
 #define STORAGE_BATCH_BYTES_MAX (32u << 20)          /* log bytes staged for one fdatasync */
 #define STORAGE_TICK_MS 50u                          /* gap-fill and housekeeping timer */
 #define STORAGE_GAP_RETRY_MS_DEFAULT 200u            /* seg_chain gap_retry_ms */
 #define STORAGE_GAP_CALLS_PER_PG_MAX 4u              /* gap-fill requests in flight per PG */
+#define STORAGE_TAIL_BACKOFF_MS_MAX 3200u            /* asks above the top, when peers had none */
 #define STORAGE_PEER_BACKOFF_MS 500u                 /* after a failed connection to a peer */
 #define STORAGE_MATERIALIZE_MS 100u                  /* how often a materialization may start */
 #define STORAGE_MATERIALIZE_RECORDS_MAX 8192u        /* records one materialization applies */

@@ -134,6 +134,23 @@ static int gap_take(storage *s, stp *p, const wire_record *rec, mrd_buf *enc, mr
     return rc == 0 ? 1 : rc;
 }
 
+/*
+ * "Anything above my highest record?" is asked on every chain tick; while the
+ * peers keep answering with nothing, it is asked less and less often (up to
+ * STORAGE_TAIL_BACKOFF_MS_MAX), so that an idle region does not chatter.
+ */
+static void gap_tail_answered(storage *s, uint32_t pg, uint32_t count)
+{
+    uint64_t *b = &s->tail_backoff_ms[pg];
+    if (count > 0)
+        *b = 0;
+    else
+        *b = *b == 0 ? s->opts.gap_retry_ms : *b * 2 > STORAGE_TAIL_BACKOFF_MS_MAX
+                                                  ? STORAGE_TAIL_BACKOFF_MS_MAX
+                                                  : *b * 2;
+    s->tail_next_ms[pg] = mrd_now_ms() + *b;
+}
+
 /* Checks and takes an answer; *last is the highest LSN it carried. */
 static int gap_absorb(storage *s, gap_call *g, uint32_t *count, uint64_t *last, mrd_msg *msg)
 {
@@ -192,6 +209,7 @@ static void gap_on_close(h2_call *call, int error, void *ud)
                      g->peer->node->id, msg.text);
         else if (count == QUORUM_SERVE_MAX && last < g->upto)
             gap_request(s, g->peer, g->pg, last, g->upto); /* the rest */
+        if (g->upto == QUORUM_LSN_MAX) gap_tail_answered(s, g->pg, count);
     }
     mrd_buf_free(&g->body);
     free(g);
@@ -246,6 +264,7 @@ void storage_gap_tick(storage *s, uint64_t now_ms)
         if (s->pgs[pg] == NULL) continue;
         uint32_t n = stp_tick(s->pgs[pg], now_ms, gaps, QUORUM_GAPS_PER_TICK_MAX + 1);
         for (uint32_t i = 0; i < n && s->gap_calls[pg] < STORAGE_GAP_CALLS_PER_PG_MAX; i++) {
+            if (gaps[i].upto == QUORUM_LSN_MAX && now_ms < s->tail_next_ms[pg]) continue;
             storage_peer *peer = gap_peer(s, pg, now_ms);
             if (peer == NULL) break;
             gap_request(s, peer, pg, gaps[i].after, gaps[i].upto);

@@ -115,6 +115,8 @@ struct storage {
     storage_peer peers[TOPO_STORAGE];
     h2_tls *tls;
     uint32_t gap_calls[QUORUM_PGS_MAX];
+    uint64_t tail_next_ms[QUORUM_PGS_MAX];    /* next "anything above my top?" request */
+    uint64_t tail_backoff_ms[QUORUM_PGS_MAX]; /* grows while peers answer with nothing */
     uint32_t gap_rr[QUORUM_PGS_MAX];
     uint32_t calls_open; /* gap-fill calls not yet closed */
 

@@ -209,9 +209,12 @@ def scenario(tls):
         if os.environ.get("MRD_TEST_VERBOSE"):
             print(c.log_of(4)[-6000:])
             print(c.log_of(2)[-3000:])
+        r = c.env.cli("down")
+        assert "11 processes stopped" in r.stdout, r.stdout
+        for seg in SEGS:  # a clean stop: everything closed and freed
+            assert "event=storage_closed" in c.log_of(seg), c.log_of(seg)[-2000:]
         reports = c.env.sanitizer_reports()
         assert not reports, reports
-        c.env.cli("down")
     finally:
         c.env.cleanup()
 
