@@ -1,5 +1,6 @@
-"""The storage node role against real processes: `meridian up` starts a region
-(its six storage nodes among the rest), and storage_client acts as a writer
+"""The storage node role against real processes: `meridian up --role storage`
+starts a region's six storage nodes (its writer would claim the volume), and
+storage_client acts as the writer
 (docs/storage-protocol.md). Checked: appends are acknowledged with the right
 SCL; a node killed with -9 and restarted fills its gap from its peers without
 the writer; pages read as of an LSN are the expected bytes, from memory and
@@ -62,7 +63,8 @@ class Cluster:
 
 
 def wait_quiet_epoch(c):
-    """The region's own writer recovers and fences at start: wait until the epoch settles."""
+    """What the volume holds once nothing else moves it (a region's writer would fence
+    and write at start; with storage nodes alone this settles at once)."""
     seen, stable_since = None, time.monotonic()
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -125,8 +127,8 @@ def damage_tail(c, seg):
 def scenario(tls):
     c = Cluster(tls)
     try:
-        r = c.env.cli("up")
-        assert "11 processes healthy" in r.stdout, r.stdout
+        r = c.env.cli("up", "--role", "storage")
+        assert "6 processes healthy" in r.stdout, r.stdout
         rec = wait_quiet_epoch(c)
         epoch, base, head = rec["epoch_max"] + 1, rec["highest"], rec["pg0_head"]
 
@@ -168,7 +170,7 @@ def scenario(tls):
         acks = append(c, epoch, prev + 1, last, prev, last)
         expect_acks(acks, [0, 1, 3, 4, 5], epoch, last)
         assert acks[2]["status"] == 0, acks[2]  # unreachable
-        r = c.env.cli("up")
+        r = c.env.cli("up", "--role", "storage")
         assert "starting r1-s3" in r.stdout and r.stdout.count("starting") == 1, r.stdout
         mtest.wait_for("r1-s3 catches up from its peers", lambda: c.pg0_scl(2) == last, 20)
         assert "event=gap_filled" in c.log_of(2)
@@ -187,7 +189,7 @@ def scenario(tls):
         # kill -9 of all six: every acknowledged record is still there.
         for seg in SEGS:
             c.kill9(seg)
-        c.env.cli("up")
+        c.env.cli("up", "--role", "storage")
         mtest.wait_for("all six complete", lambda: all(c.pg0_scl(s) == last for s in SEGS), 20)
         expect_all_records(c, base + 1, last)
         expect_pages(c, base + 1, last)
@@ -198,7 +200,7 @@ def scenario(tls):
         # A log whose tail was cut and damaged while the node was down.
         c.kill9(4)
         damage_tail(c, 4)
-        c.env.cli("up")
+        c.env.cli("up", "--role", "storage")
         mtest.wait_for("r1-s5 restored by gap fill", lambda: c.pg0_scl(4) == last, 20)
         log = c.log_of(4)
         assert "event=log_tail_cut" in log and 'reason="bad crc"' in log, log[-3000:]
@@ -209,8 +211,8 @@ def scenario(tls):
         if os.environ.get("MRD_TEST_VERBOSE"):
             print(c.log_of(4)[-6000:])
             print(c.log_of(2)[-3000:])
-        r = c.env.cli("down")
-        assert "11 processes stopped" in r.stdout, r.stdout
+        r = c.env.cli("down", "--role", "storage")
+        assert "6 processes stopped" in r.stdout, r.stdout
         for seg in SEGS:  # a clean stop: everything closed and freed
             assert "event=storage_closed" in c.log_of(seg), c.log_of(seg)[-2000:]
         reports = c.env.sanitizer_reports()
