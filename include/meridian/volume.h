@@ -35,7 +35,7 @@
  *
  * Ownership: a vol owns its connections, timers and buffers; vol_close
  * releases them asynchronously. Callbacks run on the loop and may call back
- * into the vol (except vol_close from inside a vol callback: use done).
+ * into the vol, vol_close included (no callback of that vol runs after it).
  *
  * The lower half of this header holds the I/O-free parts the glue is built
  * from (batching, the record store, the page cache, answer classification,

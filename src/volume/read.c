@@ -69,12 +69,16 @@ static void try_read(vol_read_op *op)
     }
     if (op->fetch) op->lsn = writer_read_point(v);
     uint8_t seg;
+    char epoch[24]; /* a node fenced by a newer writer says so: stale_epoch */
+    snprintf(epoch, sizeof(epoch), "%" PRIu64, v->info.epoch);
+    h2_header hdrs[] = {{"meridian-epoch", epoch}};
     while (pick_segment(v, op, &seg)) {
         char path[128];
         snprintf(path, sizeof(path), "/v1/page?page=%" PRIu64 "&lsn=%" PRIu64 "&need=%" PRIu64,
                  op->page, op->lsn, qw_read_need(&v->w, op->pg, op->lsn));
         vol_call proto = {.kind = CALL_PAGE, .op = op, .body_max = v->page_size + 1024u};
-        if (vol_call_start(&v->nodes[seg], &proto, "GET", path, NULL, 0, NULL, 0) == 0) {
+        if (vol_call_start(&v->nodes[seg], &proto, "GET", path, hdrs, MRD_ARRAY_LEN(hdrs), NULL,
+                           0) == 0) {
             op->in_call = true;
             v->stats.reads++;
             return;
