@@ -59,5 +59,17 @@ pid_t ctl_running_pid(const ctl_ctx *ctx, const topo_node *node);
 /* One request to a process's own address, with the CLI's client certificate under TLS. */
 int ctl_fetch(const ctl_ctx *ctx, const topo_node *node, const char *method, const char *path,
               const void *body, size_t len, uint64_t timeout_ms, h2_result *out, mrd_msg *msg);
+/* The same to any address of the topology (an endpoint listener). */
+int ctl_fetch_addr(const ctl_ctx *ctx, const topo_addr *addr, const char *method,
+                   const char *path, const void *body, size_t len, uint64_t timeout_ms,
+                   h2_result *out, mrd_msg *msg);
+
+/*
+ * `meridian sql TOPOLOGY [--data DIR] [--region NAME] [--endpoint E] [--json]
+ * [--params JSON] [--consistency C] [--after-lsn N] "SQL"`: sends one SQL
+ * request to an endpoint (cluster, reader, custom:NAME, global_writer or
+ * instance:ID; default cluster) and prints the answer as a table or JSON.
+ */
+int ctl_sql_main(int argc, char **argv);
 
 #endif

@@ -23,7 +23,10 @@ static const char usage_text[] =
     "                                 period); --purge also removes their data\n"
     "  status TOPOLOGY [--data DIR] [--json]\n"
     "                                 show every process: id, role, region, AZ, address,\n"
-    "                                 state, pid\n"
+    "                                 state, pid, SCL (storage), lag (readers)\n"
+    "  sql TOPOLOGY [--endpoint cluster|reader|custom:NAME|global_writer|instance:ID]\n"
+    "      [--region NAME] [--json] [--params JSON] [--consistency C] [--after-lsn N] \"SQL\"\n"
+    "                                 run SQL through an endpoint; print a table or JSON\n"
     "  volume-bench TOPOLOGY [--data DIR] [--records N] [--inflight K] [--delta-bytes B]\n"
     "               [--pages P] [--duration-ms D] [--log FILE] [--json]\n"
     "                                 write records to the volume, report throughput and\n"
@@ -128,6 +131,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (argc >= 2 && strncmp(argv[1], "volume-", 7) == 0) return vb_cli_main(argc, argv);
+    if (argc >= 2 && strcmp(argv[1], "sql") == 0) return ctl_sql_main(argc, argv);
     cli_args a = {0};
     if (parse_args(argc, argv, &a) != 0) {
         fputs(usage_text, stderr);

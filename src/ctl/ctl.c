@@ -98,6 +98,13 @@ int ctl_certs(ctl_ctx *ctx, mrd_msg *msg)
 int ctl_fetch(const ctl_ctx *ctx, const topo_node *node, const char *method, const char *path,
               const void *body, size_t len, uint64_t timeout_ms, h2_result *out, mrd_msg *msg)
 {
+    return ctl_fetch_addr(ctx, &node->addr, method, path, body, len, timeout_ms, out, msg);
+}
+
+int ctl_fetch_addr(const ctl_ctx *ctx, const topo_addr *addr, const char *method,
+                   const char *path, const void *body, size_t len, uint64_t timeout_ms,
+                   h2_result *out, mrd_msg *msg)
+{
     h2_tls *tls = NULL;
     if (ctx->topo->tls) {
         char dir[TOPO_PATH_MAX], ca[TOPO_PATH_MAX + 16], cert[TOPO_PATH_MAX + 16],
@@ -110,7 +117,7 @@ int ctl_fetch(const ctl_ctx *ctx, const topo_node *node, const char *method, con
         int rc = h2_tls_client_new(&tc, &tls, msg);
         if (rc != 0) return rc;
     }
-    h2_client_config cc = {.host = node->addr.host, .port = node->addr.port, .tls = tls};
+    h2_client_config cc = {.host = addr->host, .port = addr->port, .tls = tls};
     h2_header hdr = {"content-type", "application/json"};
     int rc = h2_fetch(&cc, method, path, body != NULL ? &hdr : NULL, body != NULL ? 1 : 0, body,
                       len, timeout_ms, out, msg);

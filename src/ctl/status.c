@@ -10,8 +10,8 @@ typedef struct {
     const topo_node *node;
     const char *state; /* running, unresponsive, stopped, foreign */
     long pid;          /* 0: none */
-    bool has_scl, has_vdl, has_epoch; /* storage nodes report these on /v1/status */
-    uint64_t scl, vdl, epoch;
+    bool has_scl, has_vdl, has_epoch, has_lag; /* what roles report on /v1/status */
+    uint64_t scl, vdl, epoch, lag_ms, lag_lsn;
     char detail[MRD_MSG_MAX];
 } status_row;
 
@@ -36,6 +36,8 @@ static void read_volume_fields(status_row *row, const h2_result *res)
     row->has_scl = mrd_json_get_u64(&doc, root, "scl", &row->scl);
     row->has_vdl = mrd_json_get_u64(&doc, root, "vdl", &row->vdl);
     row->has_epoch = mrd_json_get_u64(&doc, root, "epoch", &row->epoch);
+    row->has_lag = mrd_json_get_u64(&doc, root, "lag_ms", &row->lag_ms);
+    mrd_json_get_u64(&doc, root, "lag_lsn", &row->lag_lsn);
     mrd_json_free(&doc);
 }
 
@@ -46,7 +48,9 @@ static bool region_vdl(const status_table *t, int region, uint64_t *vdl)
     *vdl = 0;
     for (int i = 0; i < t->count; i++) {
         const status_row *r = &t->rows[i];
-        if (r->node->region != region || !r->has_vdl || strcmp(r->state, "running") != 0) continue;
+        if (r->node->region != region || !r->has_vdl || strcmp(r->state, "running") != 0 ||
+            r->node->role == TOPO_ROLE_READER)
+            continue;
         if (!any || r->vdl > *vdl) *vdl = r->vdl;
         any = true;
     }
@@ -91,13 +95,21 @@ static void print_table(const ctl_ctx *ctx, const status_table *t)
 {
     FILE *out = ctx->out;
     fprintf(out, "%-20s %-8s %-12s %-6s %-22s %-13s %-8s %s\n", "ID", "ROLE", "REGION", "AZ",
-            "ADDRESS", "STATE", "PID", "SCL");
+            "ADDRESS", "STATE", "PID", "VOLUME");
     for (int i = 0; i < t->count; i++) {
         const status_row *r = &t->rows[i];
         const topo_region *region = &ctx->topo->regions[r->node->region];
-        char addr[128], pid[24] = "-", scl[24] = "-";
+        char addr[128], pid[24] = "-", scl[80] = "-";
         if (r->pid != 0) snprintf(pid, sizeof(pid), "%ld", r->pid);
-        if (r->has_scl) snprintf(scl, sizeof(scl), "%llu", (unsigned long long)r->scl);
+        if (r->has_scl)
+            snprintf(scl, sizeof(scl), "scl %llu", (unsigned long long)r->scl);
+        else if (r->has_lag)
+            snprintf(scl, sizeof(scl), "vdl %llu, lag %llu ms / %llu lsn",
+                     (unsigned long long)r->vdl, (unsigned long long)r->lag_ms,
+                     (unsigned long long)r->lag_lsn);
+        else if (r->has_vdl)
+            snprintf(scl, sizeof(scl), "vdl %llu, epoch %llu", (unsigned long long)r->vdl,
+                     (unsigned long long)r->epoch);
         fprintf(out, "%-20s %-8s %-12s %-6s %-22s %-13s %-8s %s%s%s\n", r->node->id,
                 topo_role_name(r->node->role), region->name, region->azs[r->node->az],
                 topo_addr_str(&r->node->addr, addr, sizeof(addr)), r->state, pid, scl,
@@ -139,6 +151,10 @@ static void print_json(const ctl_ctx *ctx, const status_table *t)
             mrd_buf_printf(&b, "null");
         if (r->has_scl) mrd_buf_printf(&b, ",\"scl\":%llu", (unsigned long long)r->scl);
         if (r->has_epoch) mrd_buf_printf(&b, ",\"epoch\":%llu", (unsigned long long)r->epoch);
+        if (r->has_vdl) mrd_buf_printf(&b, ",\"vdl\":%llu", (unsigned long long)r->vdl);
+        if (r->has_lag)
+            mrd_buf_printf(&b, ",\"lag_ms\":%llu,\"lag_lsn\":%llu", (unsigned long long)r->lag_ms,
+                           (unsigned long long)r->lag_lsn);
         mrd_buf_printf(&b, "}");
     }
     mrd_buf_printf(&b, "],\"regions\":[");

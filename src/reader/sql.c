@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "meridian/json.h"
 #include "reader_int.h"
 
 typedef struct rd_wait {
@@ -21,6 +22,7 @@ typedef struct rd_wait {
     uint64_t lsn;       /* the read point the answer was read at */
     uint64_t wait_lsn;  /* wait for the applied VDL to reach this first */
     uint64_t deadline_ms;
+    mrd_buf vdl_body; /* strong: the writer's status answer */
     struct rd_wait *next;
 } rd_job;
 
@@ -37,6 +39,7 @@ static void respond_error(h2_req *req, const mrd_sql_error *err)
 static void job_free(rd_job *j)
 {
     if (j->req != NULL) h2_req_set_ud(j->req, NULL);
+    mrd_buf_free(&j->vdl_body);
     mrd_sql_request_free(&j->sql);
     mrd_buf_free(&j->out);
     free(j);
@@ -125,6 +128,61 @@ void rd_sql_tick(reader *r, uint64_t now)
     }
 }
 
+/* Runs now if the read point is there, else waits for it (rd_sql_tick). */
+static void wait_or_submit(rd_job *j)
+{
+    reader *r = j->r;
+    rd_stats st;
+    uint64_t now = mrd_now_ms();
+    rd_core_stats(r->core, now, &st);
+    if (st.applied_vdl >= j->wait_lsn) return submit(j);
+    j->deadline_ms = now + j->sql.timeout_ms;
+    j->next = r->waits;
+    r->waits = j;
+}
+
+/* "strong": the writer's VDL now, asked on the log stream's connection. */
+static void vdl_data(h2_call *call, const uint8_t *data, size_t len, void *ud)
+{
+    rd_job *j = ud;
+    if (j->vdl_body.len + len <= 65536) mrd_buf_append(&j->vdl_body, data, len);
+}
+
+static void vdl_close(h2_call *call, int error, void *ud)
+{
+    rd_job *j = ud;
+    if (j->req == NULL) return job_free(j);
+    mrd_json_doc d;
+    uint64_t vdl = 0;
+    bool ok = error == 0 &&
+              mrd_json_parse((const char *)j->vdl_body.data, j->vdl_body.len, &d, NULL) == 0;
+    if (ok) {
+        ok = mrd_json_get_u64(&d, mrd_json_root(&d), "vdl", &vdl);
+        mrd_json_free(&d);
+    }
+    if (!ok) {
+        mrd_sql_fail(&j->err, 503, "unavailable",
+                     "strong consistency needs the writer's VDL, and the writer %s did not "
+                     "give it: use eventual or session consistency, or the cluster endpoint",
+                     j->r->writer_node->id);
+        respond_error(j->req, &j->err);
+        return job_free(j);
+    }
+    j->wait_lsn = vdl;
+    wait_or_submit(j);
+}
+
+static const h2_call_cbs vdl_cbs = {.on_data = vdl_data, .on_close = vdl_close};
+
+static void ask_writer_vdl(rd_job *j)
+{
+    reader *r = j->r;
+    if (r->wc == NULL || !h2_client_connected(r->wc) ||
+        h2_client_request(r->wc, "GET", "/v1/status", NULL, 0, NULL, 0, true, &vdl_cbs, j,
+                          NULL) != 0)
+        vdl_close(NULL, MRD_ECONN, j);
+}
+
 void rd_sql_route(mrd_node *node, h2_req *req, void *ud)
 {
     reader *r = ud;
@@ -148,16 +206,11 @@ void rd_sql_route(mrd_node *node, h2_req *req, void *ud)
     j->r = r;
     j->req = req;
     mrd_buf_init(&j->out);
+    mrd_buf_init(&j->vdl_body);
     h2_req_set_ud(req, j);
-    rd_stats st;
-    uint64_t now = mrd_now_ms();
-    rd_core_stats(r->core, now, &st);
+    if (j->sql.consistency == MRD_SQL_STRONG) return ask_writer_vdl(j);
     if (j->sql.consistency == MRD_SQL_SESSION) j->wait_lsn = j->sql.after_lsn;
-    if (j->sql.consistency == MRD_SQL_STRONG) j->wait_lsn = st.writer_vdl;
-    if (st.applied_vdl >= j->wait_lsn) return submit(j);
-    j->deadline_ms = now + j->sql.timeout_ms;
-    j->next = r->waits;
-    r->waits = j;
+    wait_or_submit(j);
 }
 
 void rd_sql_closed(h2_req *req)
