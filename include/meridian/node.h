@@ -51,6 +51,10 @@ typedef void (*mrd_req_close_fn)(mrd_node *node, h2_req *req, void *ud);
  * handles so that the loop can end. Requests still open get their close hook. */
 typedef void (*mrd_stop_fn)(mrd_node *node, void *ud);
 
+/* Whether the role serves what it is for yet (a writer that recovered, a reader whose
+ * log stream runs...): /v1/status says "ready", and `meridian up` waits for it. */
+typedef bool (*mrd_ready_fn)(mrd_node *node, void *ud);
+
 struct mrd_node {
     uv_loop_t *loop;
     topology topo;
@@ -73,6 +77,8 @@ struct mrd_node {
     void *req_close_ud;
     mrd_stop_fn stop_fn;
     void *stop_ud;
+    mrd_ready_fn ready_fn; /* NULL: ready as soon as it listens */
+    void *ready_ud;
     uv_signal_t sig_term;
     uv_signal_t sig_int;
     bool stopping;

@@ -47,7 +47,7 @@ static int collect(const ctl_ctx *ctx, ctl_table *t)
     return topo_each_node(ctx->topo, collect_node, &cc);
 }
 
-/* Healthy: answers GET /v1/status with 200 and reports the pid we know. */
+/* Healthy: answers GET /v1/status with 200, reports the pid we know, and says it is ready. */
 static bool healthy(const ctl_ctx *ctx, const topo_node *node, pid_t pid)
 {
     h2_result res;
@@ -55,7 +55,8 @@ static bool healthy(const ctl_ctx *ctx, const topo_node *node, pid_t pid)
     int rc = ctl_fetch(ctx, node, "GET", "/v1/status", NULL, 0, CTL_HEALTH_PROBE_MS, &res, NULL);
     const char *p = rc == 0 && res.body.data != NULL ? strstr((char *)res.body.data, "\"pid\":")
                                                      : NULL;
-    bool ok = rc == 0 && res.status == 200 && p != NULL && strtol(p + 6, NULL, 10) == (long)pid;
+    bool ok = rc == 0 && res.status == 200 && p != NULL && strtol(p + 6, NULL, 10) == (long)pid &&
+              strstr((char *)res.body.data, "\"ready\":false") == NULL;
     h2_result_free(&res);
     return ok;
 }
@@ -134,7 +135,8 @@ int ctl_up(ctl_ctx *ctx, uint64_t timeout_ms, mrd_msg *msg)
                 if (!t.e[i].done)
                     return mrd_fail(msg, MRD_ETIMEDOUT,
                                     "%s (pid %ld) is running but did not answer GET /v1/status "
-                                    "within %llu ms (%d processes not healthy)",
+                                    "as ready within %llu ms (%d processes not healthy); "
+                                    "see meridian status and its log",
                                     t.e[i].node->id, (long)t.e[i].pid,
                                     (unsigned long long)timeout_ms, waiting);
         }

@@ -49,6 +49,8 @@ static void status_route(mrd_node *node, h2_req *req, void *ud)
                    "\"started_at_ms\":%llu,\"version\":\"%s\"",
                    (long)getpid(), (unsigned long long)(mrd_now_ms() - node->started_ms),
                    (unsigned long long)node->started_wall_ms, NODE_VERSION);
+    bool ready = node->ready_fn == NULL || node->ready_fn(node, node->ready_ud);
+    mrd_buf_printf(&body, ",\"ready\":%s", ready ? "true" : "false");
     if (node->status_fn != NULL) node->status_fn(node, &body, node->status_ud);
     mrd_buf_printf(&body, "}\n");
     h2_header hdr = {"content-type", "application/json"};

@@ -40,6 +40,14 @@ static void status_fn(mrd_node *node, mrd_buf *out, void *ud)
     }
 }
 
+static bool ready_fn(mrd_node *node, void *ud)
+{
+    reader *r = ud;
+    rd_stats st;
+    rd_core_stats(r->core, mrd_now_ms(), &st);
+    return r->sql_ready && st.stream_up;
+}
+
 static void req_close_fn(mrd_node *node, h2_req *req, void *ud)
 {
     if (h2_req_ud(req) != NULL) rd_sql_closed(req);
@@ -128,6 +136,8 @@ int reader_start(mrd_node *node, reader **out, mrd_msg *msg)
     node->req_close_ud = r;
     node->stop_fn = stop_fn;
     node->stop_ud = r;
+    node->ready_fn = ready_fn;
+    node->ready_ud = r;
     *out = r;
     return 0;
 }

@@ -26,6 +26,7 @@ typedef struct {
     uint32_t outstanding;
     h2_call *poll;
     uint64_t poll_sent_ms, last_ok_ms, reconnect_at_ms;
+    bool polled; /* one poll or connection attempt has ended: up means something */
     mrd_buf poll_body;
 } backend;
 
@@ -78,7 +79,10 @@ struct router {
 static void on_connect(h2_client *c, int status, void *ud)
 {
     backend *b = ud;
-    if (status != 0) b->closing = true;
+    if (status != 0) {
+        b->closing = true;
+        b->polled = true;
+    }
 }
 
 static void on_disconnect(h2_client *c, int error, void *ud)
@@ -106,6 +110,7 @@ static void poll_close(h2_call *call, int error, void *ud)
 {
     backend *b = ud;
     b->poll = NULL;
+    b->polled = true;
     if (error != 0) {
         b->up = false;
         return;
@@ -420,6 +425,15 @@ static void status_fn(mrd_node *node, mrd_buf *out, void *ud)
     mrd_buf_printf(out, "]");
 }
 
+/* Ready once every backend has been looked at: the first requests go where they should. */
+static bool ready_fn(mrd_node *node, void *ud)
+{
+    router *r = ud;
+    for (int i = 0; i < r->nb; i++)
+        if (!r->b[i].polled) return false;
+    return true;
+}
+
 static void stop_fn(mrd_node *node, void *ud)
 {
     router *r = ud;
@@ -473,6 +487,8 @@ int router_start(mrd_node *node, router **out, mrd_msg *msg)
     node->status_ud = r;
     node->stop_fn = stop_fn;
     node->stop_ud = r;
+    node->ready_fn = ready_fn;
+    node->ready_ud = r;
     *out = r;
     return 0;
 }

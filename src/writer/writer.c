@@ -102,6 +102,11 @@ static void req_close_fn(mrd_node *node, h2_req *req, void *ud)
     wr_sql_closed(req);
 }
 
+static bool ready_fn(mrd_node *node, void *ud)
+{
+    return ((writer *)ud)->state == WR_READY;
+}
+
 static void vol_closed(void *ud)
 {
     writer *w = ud;
@@ -174,6 +179,8 @@ int writer_start(mrd_node *node, writer **out, mrd_msg *msg)
     node->req_close_ud = w;
     node->stop_fn = stop_fn;
     node->stop_ud = w;
+    node->ready_fn = ready_fn;
+    node->ready_ud = w;
     *out = w;
     return 0;
 }
