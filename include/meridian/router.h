@@ -18,8 +18,12 @@
  * an I/O-free function (router_pick) so that it is tested on its own.
  *
  * Answers pass through unchanged (status, content-type, meridian-* headers,
- * body), plus `meridian-backend: ID`. When no backend can take a request the
- * router answers 503 {"error":{"code":"unavailable",...}} naming why.
+ * body), plus `meridian-backend: ID`. When no backend can take a request it
+ * waits up to ROUTER_WAIT_MS for one (a writer reconnecting or being
+ * promoted, a reader coming back), then the router answers 503
+ * {"error":{"code":"unavailable",...}} naming why. A request whose backend
+ * dies before answering gets 502 backend_failed: for a write, its outcome is
+ * unknown.
  */
 #ifndef MERIDIAN_ROUTER_H
 #define MERIDIAN_ROUTER_H
@@ -33,6 +37,7 @@
 #define ROUTER_POLL_MS 500             /* health poll period */
 #define ROUTER_POLL_TIMEOUT_MS 1500    /* no answer for this long: down */
 #define ROUTER_RETRIES_MAX 2           /* extra readers tried for one request */
+#define ROUTER_WAIT_MS 3000            /* a request waits this long for a backend to take it */
 #define ROUTER_OUTSTANDING_MAX 4096    /* requests in flight through one router */
 
 /* What router_pick knows of one backend. */

@@ -42,7 +42,8 @@ typedef struct {
 } endpoint;
 
 /* One request being forwarded. */
-typedef struct {
+typedef struct fwd fwd;
+struct fwd {
     router *r;
     endpoint *ep;
     h2_req *req;      /* NULL once the client's stream has closed */
@@ -51,10 +52,12 @@ typedef struct {
     uint64_t tried;   /* bitmask of backends tried */
     int attempts;
     int status;
+    uint64_t wait_until_ms; /* parked: no backend could take it yet */
+    fwd *next_parked;
     char content_type[96];
     char headers[6][96];
     mrd_buf body;
-} fwd;
+};
 
 /* Response headers passed through from the backend. */
 static const char *pass_headers[6] = {"meridian-lsn",    "meridian-region", "meridian-instance",
@@ -70,6 +73,7 @@ struct router {
     uv_timer_t timer;
     int rr; /* round-robin position */
     uint32_t outstanding;
+    fwd *parked; /* requests waiting for a backend */
     bool stopping;
     mrd_metric *m_retries, *m_unavailable;
 };
@@ -162,12 +166,15 @@ static void backend_tick(router *r, backend *b, uint64_t now)
         b->poll_sent_ms = now;
 }
 
+static void retry_parked(router *r);
+
 static void on_timer(uv_timer_t *t)
 {
     router *r = t->data;
     uint64_t now = mrd_now_ms();
     for (int i = 0; i < r->nb; i++)
         backend_tick(r, &r->b[i], now);
+    retry_parked(r);
 }
 
 /* ---- choosing a backend ----------------------------------------------------------------- */
@@ -281,21 +288,36 @@ static void call_close(h2_call *call, int error, void *ud)
         return;
     }
     char why[MRD_MSG_MAX];
-    snprintf(why, sizeof(why), "%s failed before answering (%s)", r->b[f->backend].node->id,
-             mrd_strerror(error));
+    snprintf(why, sizeof(why),
+             "%s failed before answering (%s): a write it was running may or may not have "
+             "committed",
+             r->b[f->backend].node->id, mrd_strerror(error));
     fwd_unavailable(f, 502, "backend_failed", why);
 }
 
 static const h2_call_cbs call_cbs = {
     .on_response = call_response, .on_data = call_data, .on_close = call_close};
 
-/* Sends f to the next backend; on failure answers the client itself and returns non-zero. */
+/*
+ * Sends f to the next backend. With none to take it, f waits (parked, retried
+ * by the timer) up to ROUTER_WAIT_MS — a writer reconnecting, a reader coming
+ * back — and then is answered 503 naming why. Non-zero when not sent now.
+ */
 static int forward(fwd *f)
 {
     router *r = f->r;
     char why[MRD_MSG_MAX];
     for (;;) {
         int i = choose(r, f->ep, f->tried, why, sizeof(why));
+        if (i < 0 && f->tried == 0 && !r->stopping) {
+            uint64_t now = mrd_now_ms();
+            if (f->wait_until_ms == 0) f->wait_until_ms = now + ROUTER_WAIT_MS;
+            if (now < f->wait_until_ms) {
+                f->next_parked = r->parked;
+                r->parked = f;
+                return MRD_EBUSY;
+            }
+        }
         if (i < 0) {
             fwd_unavailable(f, 503, "unavailable", why);
             return MRD_EBUSY;
@@ -318,6 +340,22 @@ static int forward(fwd *f)
             return 0;
         }
         r->b[i].closing = true; /* the connection is unusable: reconnect */
+    }
+}
+
+/* Parked requests try again; those whose client left are freed. */
+static void retry_parked(router *r)
+{
+    fwd *list = r->parked;
+    r->parked = NULL;
+    while (list != NULL) {
+        fwd *f = list;
+        list = f->next_parked;
+        f->next_parked = NULL;
+        if (f->req == NULL)
+            fwd_free(f);
+        else
+            forward(f);
     }
 }
 
@@ -344,6 +382,13 @@ static void ep_request(h2_req *req, void *ud)
     forward(f);
 }
 
+static bool is_parked(const router *r, const fwd *f)
+{
+    for (const fwd *p = r->parked; p != NULL; p = p->next_parked)
+        if (p == f) return true;
+    return false;
+}
+
 static void ep_close(h2_req *req, uint32_t error_code, void *ud)
 {
     fwd *f = h2_req_ud(req);
@@ -351,8 +396,8 @@ static void ep_close(h2_req *req, uint32_t error_code, void *ud)
     f->req = NULL;
     if (f->call != NULL)
         h2_call_cancel(f->call); /* call_close frees f */
-    else
-        fwd_free(f);
+    else if (!is_parked(f->r, f))
+        fwd_free(f); /* a parked one is freed by retry_parked */
 }
 
 static const h2_server_cbs ep_cbs = {.on_request = ep_request, .on_close = ep_close};
@@ -438,6 +483,7 @@ static void stop_fn(mrd_node *node, void *ud)
 {
     router *r = ud;
     r->stopping = true;
+    retry_parked(r); /* each gets its 503 now */
     uv_timer_stop(&r->timer);
     uv_close((uv_handle_t *)&r->timer, NULL);
     for (int i = 0; i < r->nep; i++)
