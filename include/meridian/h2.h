@@ -211,7 +211,7 @@ void *h2_call_ud(const h2_call *call);
 
 typedef struct {
     int status;
-    mrd_buf body;
+    mrd_buf body; /* NUL-terminated for convenience; len excludes the NUL */
     char content_type[128];
 } h2_result;
 

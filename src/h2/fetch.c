@@ -121,6 +121,9 @@ int h2_fetch(const h2_client_config *cfg, const char *method, const char *path,
     uv_timer_start(&st.timer, on_timeout, timeout_ms, 0);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
+    /* NUL-terminated for callers that search the body as text (not counted in len). */
+    if (st.rc == 0 && mrd_buf_reserve(&out->body, 1) != 0) st.rc = MRD_ENOMEM;
+    if (st.rc == 0) out->body.data[out->body.len] = '\0';
     if (st.rc != 0) {
         h2_result_free(out);
         return mrd_fail(msg, st.rc, "h2: %s %s on %s:%u: %s", method, path, cfg->host, cfg->port,
