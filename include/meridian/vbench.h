@@ -61,6 +61,8 @@ typedef struct {
 
 void vb_lat_init(vb_lat *h);
 void vb_lat_add(vb_lat *h, uint64_t value);
+/* Adds src's samples to dst. */
+void vb_lat_merge(vb_lat *dst, const vb_lat *src);
 /* The value at quantile q (0..1): the highest value of its bucket, never above max; 0 if empty. */
 uint64_t vb_lat_quantile(const vb_lat *h, double q);
 

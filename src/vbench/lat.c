@@ -60,3 +60,13 @@ uint64_t vb_lat_quantile(const vb_lat *h, double q)
     }
     return h->max;
 }
+
+void vb_lat_merge(vb_lat *dst, const vb_lat *src)
+{
+    for (uint32_t b = 0; b < VB_LAT_BUCKETS; b++)
+        dst->counts[b] += src->counts[b];
+    dst->n += src->n;
+    dst->sum += src->sum;
+    if (src->max > dst->max) dst->max = src->max;
+    if (src->min < dst->min) dst->min = src->min;
+}

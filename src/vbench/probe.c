@@ -3,7 +3,9 @@
  * the latency of fdatasync after a 4 KiB append in the data folder (a
  * storage node's group commit pays one per batch), and the round trip of
  * one HTTP/2 request (GET /v1/status) to a storage node over the same client
- * stack the volume uses. Reported as p50/p99/max in microseconds.
+ * stack the volume uses. Also fdatasync with six such loops at once: on one
+ * machine the six storage nodes share a disk, and a write waits for the
+ * fourth of them. Reported as p50/p99/max in microseconds.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -18,10 +20,10 @@
 
 #define VB_PROBE_WRITE_BYTES 4096u
 
-static int probe_fsync(const char *dir, uint32_t count, vb_lat *lat, mrd_msg *msg)
+static int probe_fsync(const char *dir, int index, uint32_t count, vb_lat *lat, mrd_msg *msg)
 {
-    char path[TOPO_PATH_MAX + 32];
-    snprintf(path, sizeof(path), "%s/volume-probe.%ld", dir, (long)getpid());
+    char path[TOPO_PATH_MAX + 48];
+    snprintf(path, sizeof(path), "%s/volume-probe.%ld.%d", dir, (long)getpid(), index);
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd < 0) return mrd_fail(msg, MRD_EIO, "%s: %s", path, strerror(errno));
     uint8_t block[VB_PROBE_WRITE_BYTES];
@@ -39,6 +41,47 @@ static int probe_fsync(const char *dir, uint32_t count, vb_lat *lat, mrd_msg *ms
     }
     close(fd);
     unlink(path);
+    return rc;
+}
+
+/* One of the parallel fdatasync loops (six storage nodes on one machine share its disk). */
+typedef struct {
+    const char *dir;
+    int index;
+    uint32_t count;
+    vb_lat lat;
+    int rc;
+    mrd_msg msg;
+} fsync_worker;
+
+static void fsync_worker_run(void *arg)
+{
+    fsync_worker *w = arg;
+    w->rc = probe_fsync(w->dir, w->index, w->count, &w->lat, &w->msg);
+}
+
+/* n loops at once, each on its own file; their latencies merged into lat. */
+static int probe_fsync_parallel(const char *dir, uint32_t n, uint32_t count, vb_lat *lat,
+                                mrd_msg *msg)
+{
+    fsync_worker *w = calloc(n, sizeof(*w));
+    uv_thread_t *tids = calloc(n, sizeof(*tids));
+    int rc = w && tids ? 0 : mrd_fail(msg, MRD_ENOMEM, "probe: out of memory");
+    uint32_t started = 0;
+    for (; rc == 0 && started < n; started++) {
+        w[started] = (fsync_worker){.dir = dir, .index = (int)started + 1, .count = count};
+        vb_lat_init(&w[started].lat);
+        if (uv_thread_create(&tids[started], fsync_worker_run, &w[started]) != 0)
+            rc = mrd_fail(msg, MRD_EIO, "probe: cannot start a thread");
+    }
+    if (rc != 0 && started > 0) started--; /* the last one did not start */
+    for (uint32_t i = 0; i < started; i++) {
+        uv_thread_join(&tids[i]);
+        if (rc == 0 && w[i].rc != 0) rc = mrd_fail(msg, w[i].rc, "%s", w[i].msg.text);
+        vb_lat_merge(lat, &w[i].lat);
+    }
+    free(w);
+    free(tids);
     return rc;
 }
 
@@ -166,13 +209,16 @@ int vb_probe(const vb_args *a, vb_env *env)
         return 1;
     }
     vb_lat *fs = calloc(1, sizeof(*fs)), *rtt = calloc(1, sizeof(*rtt));
+    vb_lat *fs6 = calloc(1, sizeof(*fs6));
     int code = 1;
     mrd_msg msg = {{0}};
-    if (fs == NULL || rtt == NULL) goto out;
+    if (fs == NULL || rtt == NULL || fs6 == NULL) goto out;
     vb_lat_init(fs);
+    vb_lat_init(fs6);
     vb_lat_init(rtt);
     int rc = mrd_mkdirs(env->data, &msg);
-    if (rc == 0) rc = probe_fsync(env->data, a->count, fs, &msg);
+    if (rc == 0) rc = probe_fsync(env->data, 0, a->count, fs, &msg);
+    if (rc == 0) rc = probe_fsync_parallel(env->data, TOPO_STORAGE, a->count, fs6, &msg);
     if (rc == 0) rc = probe_rtt(env, node, a->count, rtt, &msg);
     if (rc != 0) {
         fprintf(stderr, "meridian volume-probe: %s\n", msg.text);
@@ -186,18 +232,24 @@ int vb_probe(const vb_args *a, vb_env *env)
         printf("%.*s,\"rtt_node\":\"%s\",", (int)b.len, (const char *)b.data, node->id);
         mrd_buf_free(&b);
         print_lat("fdatasync", fs, true);
+        print_lat("fdatasync_6_parallel", fs6, true);
         print_lat("h2_rtt", rtt, false);
         printf("}\n");
     } else {
         printf("fdatasync after a 4 KiB append in %s: p50 %.1f us, p99 %.1f us, max %.1f us\n",
                env->data, (double)vb_lat_quantile(fs, 0.5) / 1e3,
                (double)vb_lat_quantile(fs, 0.99) / 1e3, (double)fs->max / 1e3);
+        printf("the same, six at once (one per storage node): p50 %.1f us, p99 %.1f us, "
+               "max %.1f us\n",
+               (double)vb_lat_quantile(fs6, 0.5) / 1e3, (double)vb_lat_quantile(fs6, 0.99) / 1e3,
+               (double)fs6->max / 1e3);
         printf("HTTP/2 GET /v1/status round trip to %s: p50 %.1f us, p99 %.1f us, max %.1f us\n",
                node->id, (double)vb_lat_quantile(rtt, 0.5) / 1e3,
                (double)vb_lat_quantile(rtt, 0.99) / 1e3, (double)rtt->max / 1e3);
     }
     code = 0;
 out:
+    free(fs6);
     free(fs);
     free(rtt);
     return code;

@@ -54,6 +54,17 @@ static void histogram_quantiles_within_one_percent(void **state)
     assert_int_equal(vb_lat_quantile(&h, 0.5), 100);
     vb_lat_add(&h, UINT64_MAX); /* the largest value has a bucket */
     assert_true(vb_lat_quantile(&h, 1.0) == UINT64_MAX);
+    /* merging two halves gives the histogram of the whole */
+    static vb_lat a, b;
+    vb_lat_init(&a);
+    vb_lat_init(&b);
+    for (uint64_t x = 0; x < 200; x++)
+        vb_lat_add(x % 2 ? &a : &b, x);
+    vb_lat_merge(&a, &b);
+    assert_int_equal(a.n, 200);
+    assert_int_equal(a.min, 0);
+    assert_int_equal(a.max, 199);
+    assert_int_equal(vb_lat_quantile(&a, 0.5), 100);
 }
 
 static void workload_is_seeded_and_in_bounds(void **state)
