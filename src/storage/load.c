@@ -103,9 +103,7 @@ int storage_open_files(storage *s, mrd_msg *msg)
     if (rc == 0) rc = storage_open_pages(s, msg);
     /* Kept for the comparison after replay: the SCL each PG had. */
     for (uint32_t i = 0; rc == 0 && i < m->pg_count; i++)
-        if (s->pgs[m->pgs[i].pg_id] != NULL && m->pgs[i].scl > 0)
-            MRD_INFO("pg_meta", "pg=%" PRIu32 " scl_recorded=%" PRIu64 " materialized=%" PRIu64,
-                     m->pgs[i].pg_id, m->pgs[i].scl, s->pgs[m->pgs[i].pg_id]->materialized);
+        s->scl_recorded[m->pgs[i].pg_id] = m->pgs[i].scl;
     free(m);
     return rc;
 }
@@ -166,12 +164,18 @@ int storage_replay(storage *s, mrd_msg *msg)
     seglog_iter_close(it);
     if (rc != 0) return rc;
     s->key_next = seglog_lsn_last(s->log) + 1;
-    for (uint32_t pg = 0; pg < QUORUM_PGS_MAX; pg++)
-        if (s->pgs[pg] != NULL)
-            MRD_INFO("pg_loaded", "pg=%" PRIu32 " records=%" PRIu32 " scl=%" PRIu64
-                                  " durable=%" PRIu64 " materialized=%" PRIu64,
-                     pg, stp_records(s->pgs[pg]), stp_scl(s->pgs[pg]),
-                     stp_lsn_durable(s->pgs[pg]), s->pgs[pg]->materialized);
+    for (uint32_t pg = 0; pg < QUORUM_PGS_MAX; pg++) {
+        const stp *p = s->pgs[pg];
+        if (p == NULL) continue;
+        MRD_INFO("pg_loaded", "pg=%" PRIu32 " records=%" PRIu32 " scl=%" PRIu64
+                              " durable=%" PRIu64 " materialized=%" PRIu64,
+                 pg, stp_records(p), stp_scl(p), stp_lsn_durable(p), p->materialized);
+        if (stp_scl(p) < s->scl_recorded[pg])
+            MRD_WARN("scl_behind",
+                     "pg=%" PRIu32 " scl=%" PRIu64 " scl_recorded=%" PRIu64
+                     " reason=\"the log lost records it held; gap filling restores them\"",
+                     pg, stp_scl(p), s->scl_recorded[pg]);
+    }
     MRD_INFO("replayed", "entries=%" PRIu64 " voided=%" PRIu64 " skipped=%" PRIu64
                          " epoch=%" PRIu64 " fences=%" PRIu32,
              entries, voided, skipped, s->epoch, s->n_fences);

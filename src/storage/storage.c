@@ -25,7 +25,8 @@ void storage_reply(storage *s, h2_req *req, int status, const char *content_type
     if (content_type != NULL) hdrs[n++] = (h2_header){"content-type", content_type};
     for (size_t i = 0; i < n_extra && n < H2_HEADERS_MAX; i++)
         hdrs[n++] = extra[i];
-    if (h2_req_respond(req, status, hdrs, n, body, len) != 0) h2_req_reset(req, 2);
+    if (h2_req_respond(req, status, hdrs, n, body, len) != 0)
+        h2_req_reset(req, STORAGE_H2_INTERNAL_ERROR);
 }
 
 void storage_reply_error(storage *s, h2_req *req, int status, const char *code, const char *fmt,

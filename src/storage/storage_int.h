@@ -17,6 +17,7 @@
 #include "meridian/wire.h"
 
 #define STORAGE_WHY_MAX (MRD_MSG_MAX + 64)
+#define STORAGE_H2_INTERNAL_ERROR 2u /* HTTP/2 error code of a stream we cannot answer */
 
 /* A request answered later: an append waiting for an fdatasync, a fence waiting for
  * the metadata file, a gap-fill answer waiting for the log to be readable. */
@@ -106,6 +107,7 @@ struct storage {
     uint64_t meta_gen_durable;
     uint64_t meta_written_ms;
     uint64_t meta_scl_sum; /* SCLs and materialized LSNs as last written */
+    uint64_t scl_recorded[QUORUM_PGS_MAX]; /* the metadata's SCLs at start */
 
     storage_mat *mat;
     uint64_t mat_next_ms;

@@ -208,9 +208,6 @@ def scenario(tls):
         expect_all_records(c, base + 1, last, "4")
         expect_pages(c, base + 1, last, "4")
 
-        if os.environ.get("MRD_TEST_VERBOSE"):
-            print(c.log_of(4)[-6000:])
-            print(c.log_of(2)[-3000:])
         r = c.env.cli("down", "--role", "storage")
         assert "6 processes stopped" in r.stdout, r.stdout
         for seg in SEGS:  # a clean stop: everything closed and freed
