@@ -10,6 +10,87 @@
 
 #include "writer_int.h"
 
+/* ---- the SQL thread's page copies ------------------------------------------------------- */
+
+/*
+ * The writer is the only one changing the volume, so its last version of a
+ * page is the page: keeping a copy on the SQL thread saves a trip through the
+ * loop for every page SQLite reads again (page 1's change counter at every
+ * transaction, the file size). Only the SQL thread touches it. Eviction is a
+ * clock hand over the slots; the volume client still holds what it needs.
+ */
+#define WR_PCACHE_PAGES 8192u
+
+typedef struct {
+    uint64_t page;
+    int32_t next;
+    bool live;
+} pc_slot;
+
+struct wr_pcache {
+    uint32_t page_size, hand, nbuckets;
+    pc_slot slots[WR_PCACHE_PAGES];
+    int32_t *buckets;
+    uint8_t *data;
+};
+
+static uint32_t pc_bucket(const wr_pcache *c, uint64_t page)
+{
+    return (uint32_t)((page * 0x9e3779b97f4a7c15ull) >> 40) & (c->nbuckets - 1);
+}
+
+static int32_t pc_find(const wr_pcache *c, uint64_t page)
+{
+    for (int32_t i = c->buckets[pc_bucket(c, page)]; i >= 0; i = c->slots[i].next)
+        if (c->slots[i].page == page) return i;
+    return -1;
+}
+
+static void pc_put(wr_pcache *c, uint64_t page, const uint8_t *data)
+{
+    int32_t i = pc_find(c, page);
+    if (i < 0) {
+        i = (int32_t)c->hand;
+        c->hand = (c->hand + 1) % WR_PCACHE_PAGES;
+        pc_slot *s = &c->slots[i];
+        if (s->live) { /* unlink the page it held */
+            int32_t *p = &c->buckets[pc_bucket(c, s->page)];
+            while (*p != i)
+                p = &c->slots[*p].next;
+            *p = s->next;
+        }
+        uint32_t b = pc_bucket(c, page);
+        *s = (pc_slot){.page = page, .next = c->buckets[b], .live = true};
+        c->buckets[b] = i;
+    }
+    memcpy(c->data + (size_t)i * c->page_size, data, c->page_size);
+}
+
+static bool pc_get(const wr_pcache *c, uint64_t page, uint8_t *out)
+{
+    int32_t i = pc_find(c, page);
+    if (i >= 0) memcpy(out, c->data + (size_t)i * c->page_size, c->page_size);
+    return i >= 0;
+}
+
+static wr_pcache *pc_new(uint32_t page_size)
+{
+    wr_pcache *c = calloc(1, sizeof(*c));
+    if (c == NULL) return NULL;
+    c->page_size = page_size;
+    c->nbuckets = 2 * WR_PCACHE_PAGES;
+    c->buckets = malloc(c->nbuckets * sizeof(*c->buckets));
+    c->data = malloc((size_t)WR_PCACHE_PAGES * page_size);
+    if (c->buckets == NULL || c->data == NULL) {
+        free(c->buckets);
+        free(c->data);
+        free(c);
+        return NULL;
+    }
+    memset(c->buckets, 0xff, c->nbuckets * sizeof(*c->buckets));
+    return c;
+}
+
 /* ---- reads ------------------------------------------------------------------------------ */
 
 typedef struct {
@@ -52,9 +133,12 @@ static int ps_read(mrd_pagestore *ps, uint64_t page, uint64_t read_point, uint8_
         memset(out, 0, ps->page_size);
         return 0;
     }
+    if (w->pcache != NULL && pc_get(w->pcache, page, out)) return 0;
     read_op op = {.call = {.fn = read_on_loop}, .w = w, .page = page, .out = out, .msg = msg};
     op.call.ud = &op;
-    return sqlx_call_loop(w->sqlx, &op.call);
+    int rc = sqlx_call_loop(w->sqlx, &op.call);
+    if (rc == 0 && w->pcache != NULL) pc_put(w->pcache, page, out);
+    return rc;
 }
 
 /* ---- commits ---------------------------------------------------------------------------- */
@@ -145,6 +229,10 @@ static int ps_commit(mrd_pagestore *ps, const mrd_vfs_page *pages, uint32_t n, u
     wr_commit c = {.call = {.fn = commit_on_loop}, .w = w, .pages = pages, .n = n, .msg = msg};
     c.call.ud = &c;
     int rc = sqlx_call_loop(w->sqlx, &c.call);
+    /* What was written is the page now, written or not: a failed commit leaves the
+     * writer unable to go on (the volume client failed), so no copy can mislead. */
+    for (uint32_t i = 0; i < n && w->pcache != NULL; i++)
+        pc_put(w->pcache, pages[i].page, pages[i].data);
     if (rc == 0) {
         *lsn = c.lsn;
         __atomic_store_n(&w->commit_lsn_seen, c.lsn, __ATOMIC_RELEASE);
@@ -154,6 +242,7 @@ static int ps_commit(mrd_pagestore *ps, const mrd_vfs_page *pages, uint32_t n, u
 
 void wr_store_init(writer *w)
 {
+    w->pcache = pc_new(w->node->topo.page_size); /* NULL: every read goes through the loop */
     w->ps = (mrd_pagestore){.ud = w,
                             .page_size = w->node->topo.page_size,
                             .writable = true,

@@ -35,6 +35,8 @@ typedef struct {
     uint64_t bytes, bytes_max;
 } wr_backlog;
 
+typedef struct wr_pcache wr_pcache;
+
 struct writer {
     mrd_node *node;
     const topo_region *region;
@@ -43,6 +45,7 @@ struct writer {
     vol *vol;
     sqlx *sqlx;
     mrd_pagestore ps;
+    wr_pcache *pcache; /* the SQL thread's copies of pages */
     mrd_vfs *vfs;
     sqlite3 *db;
     uint64_t max_pages; /* the volume's size limit in pages */
