@@ -183,6 +183,8 @@ void storage_maybe_free(storage *s)
         s->calls_open > 0)
         return;
     storage_peers_close(s);
+    while (s->held_head.next != &s->held_head) /* none once the server has closed */
+        storage_unhold(s->held_head.next);
     for (uint32_t pg = 0; pg < QUORUM_PGS_MAX; pg++) {
         if (s->pgs[pg] != NULL) {
             stp_close(s->pgs[pg]);
