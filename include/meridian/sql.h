@@ -78,6 +78,16 @@ int mrd_sql_request_readonly(sqlite3 *db, const mrd_sql_request *req, bool *read
 int mrd_sql_run(sqlite3 *db, const mrd_sql_request *req, bool read_only_instance, mrd_buf *out,
                 mrd_sql_error *err);
 
+/*
+ * Group commit: runs the request inside a transaction the caller opened
+ * (BEGIN IMMEDIATE) and will commit with others, under a savepoint: on error
+ * only this request's changes are undone. If SQLite rolled the whole
+ * transaction back (sqlite3_get_autocommit(db) is then true), the requests
+ * run before it in the group are undone too: the caller must say so.
+ */
+int mrd_sql_run_in_group(sqlite3 *db, const mrd_sql_request *req, mrd_buf *out,
+                         mrd_sql_error *err);
+
 /* Sets err and returns its mrd code (MRD_EINVAL for 4xx, MRD_EIO otherwise). */
 int mrd_sql_fail(mrd_sql_error *err, int http_status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

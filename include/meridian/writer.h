@@ -6,12 +6,14 @@
  * fenced on the storage nodes), then opens SQLite on the volume through the
  * Meridian VFS on its SQL thread. From then on:
  *
- *  - POST /v1/sql runs a request on the SQL thread as one transaction. Its
- *    commit becomes one run of log records (one per changed page, the last
- *    one the CPL) handed to the volume client, which ships them to the six
- *    segments of their PGs; the SQL thread goes on with the next request at
- *    once (commits are asynchronous, and records of concurrent commits share
- *    network batches). The answer — for reads as for writes — is sent only
+ *  - POST /v1/sql runs a request on the SQL thread as one transaction.
+ *    Requests that arrive while the SQL thread is busy share one commit
+ *    (group commit: each runs under its own savepoint, so a failing one
+ *    undoes only itself). A commit becomes one run of log records (one per
+ *    changed page, the last one the CPL) handed to the volume client, which
+ *    ships them to the six segments of their PGs; the SQL thread goes on with
+ *    the next group at once (commits are asynchronous, and records of
+ *    concurrent commits share network batches). The answer — for reads as for writes — is sent only
  *    when VDL has passed every LSN it depends on: the request's own commit,
  *    or for a read, the last commit the writer had made when it ran.
  *  - GET /v1/log?from=LSN streams the log to readers: a mark with the VDL,
@@ -30,7 +32,8 @@
 
 #include "meridian/node.h"
 
-#define WRITER_SQL_QUEUE_MAX 1024      /* requests waiting for the SQL thread */
+#define WRITER_SQL_QUEUE_MAX 4096      /* requests waiting for the SQL thread */
+#define WRITER_GROUP_MAX 256           /* requests that share one commit (group commit) */
 #define WRITER_STREAMS_MAX 32          /* readers streaming the log */
 #define WRITER_STREAM_QUEUED_MAX (8u << 20) /* bytes queued to one reader before it is cut off */
 #define WRITER_BACKLOG_RECORDS 65536u  /* recent records kept for readers that (re)connect */

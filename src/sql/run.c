@@ -305,3 +305,23 @@ int mrd_sql_run(sqlite3 *db, const mrd_sql_request *req, bool read_only_instance
     }
     return rc;
 }
+
+int mrd_sql_run_in_group(sqlite3 *db, const mrd_sql_request *req, mrd_buf *out,
+                         mrd_sql_error *err)
+{
+    if (sqlite3_exec(db, "SAVEPOINT mrd_request", NULL, NULL, NULL) != SQLITE_OK)
+        return mrd_sql_fail(err, 503, "unavailable", "cannot open a savepoint: %s",
+                            sqlite3_errmsg(db));
+    size_t start = out->len;
+    int rc = run_all(db, req, out, err);
+    if (rc == 0) {
+        sqlite3_exec(db, "RELEASE mrd_request", NULL, NULL, NULL);
+        return 0;
+    }
+    out->len = start;
+    if (!sqlite3_get_autocommit(db)) { /* undo this request only */
+        sqlite3_exec(db, "ROLLBACK TO mrd_request", NULL, NULL, NULL);
+        sqlite3_exec(db, "RELEASE mrd_request", NULL, NULL, NULL);
+    }
+    return rc;
+}

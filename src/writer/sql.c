@@ -8,8 +8,7 @@
 
 #include "writer_int.h"
 
-typedef struct {
-    sqlx_job job;
+typedef struct sql_job {
     writer *w;
     h2_req *req; /* NULL once the client's stream closed */
     mrd_sql_request sql;
@@ -18,7 +17,22 @@ typedef struct {
     int rc;
     uint64_t lsn;      /* what the answer depends on */
     uint64_t started_ms;
+    struct sql_job *next;
 } sql_job;
+
+/*
+ * Group commit. Requests wait in w->pending; one group job at a time takes up
+ * to WRITER_GROUP_MAX of them and runs them in one SQLite transaction, each
+ * under its own savepoint (a failing request undoes only itself). One commit
+ * then covers them all: page 1 and shared pages travel once, and every
+ * request of the group is answered when VDL passes that commit's LSN.
+ */
+typedef struct {
+    sqlx_job job;
+    writer *w;
+    sql_job *head; /* the group, in arrival order */
+    uint32_t n;
+} group_job;
 
 static void respond_error(h2_req *req, const mrd_sql_error *err)
 {
@@ -68,32 +82,94 @@ static void durable(vol *v, uint64_t lsn, void *ud)
     answer(ud);
 }
 
-/* SQL thread. */
-static void job_work(sqlx_job *job)
+/* SQL thread: the group in one transaction, one savepoint per request. */
+static void group_work(sqlx_job *job)
 {
-    sql_job *j = job->ud;
-    j->rc = mrd_sql_run(j->w->db, &j->sql, false, &j->out, &j->err);
-    /* Reads depend on every commit made so far; writes on their own, the latest. */
-    j->lsn = __atomic_load_n(&j->w->commit_lsn_seen, __ATOMIC_ACQUIRE);
+    group_job *g = job->ud;
+    writer *w = g->w;
+    bool open = false;
+    for (sql_job *j = g->head; j != NULL; j = j->next) {
+        if (!open && sqlite3_exec(w->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
+            j->rc = mrd_sql_fail(&j->err, 503, "unavailable", "cannot begin a transaction: %s",
+                                 sqlite3_errmsg(w->db));
+            continue;
+        }
+        open = true;
+        j->rc = mrd_sql_run_in_group(w->db, &j->sql, &j->out, &j->err);
+        if (j->rc != 0 && sqlite3_get_autocommit(w->db)) {
+            /* SQLite rolled the whole transaction back: the group's earlier requests too. */
+            for (sql_job *k = g->head; k != j; k = k->next)
+                if (k->rc == 0)
+                    k->rc = mrd_sql_fail(&k->err, 503, "retry",
+                                         "rolled back with another request of its commit "
+                                         "group (%s): nothing of it was applied; send it again",
+                                         j->err.code);
+            open = false;
+        }
+    }
+    if (open && sqlite3_exec(w->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        for (sql_job *j = g->head; j != NULL; j = j->next)
+            if (j->rc == 0)
+                j->rc = mrd_sql_fail(&j->err, 503, "unavailable", "commit failed: %s (%s)",
+                                     sqlite3_errmsg(w->db), mrd_vfs_last_error(w->vfs));
+        if (!sqlite3_get_autocommit(w->db)) sqlite3_exec(w->db, "ROLLBACK", NULL, NULL, NULL);
+    }
+    /* Reads depend on every commit made so far; writes on this one, the latest. */
+    uint64_t lsn = __atomic_load_n(&w->commit_lsn_seen, __ATOMIC_ACQUIRE);
+    for (sql_job *j = g->head; j != NULL; j = j->next)
+        j->lsn = lsn;
 }
 
-/* Loop. */
-static void job_done(sqlx_job *job, bool cancelled)
+static void group_submit(writer *w);
+
+/* Loop: each request waits for VDL to pass its LSN, or is answered its error. */
+static void group_done(sqlx_job *job, bool cancelled)
 {
-    sql_job *j = job->ud;
-    writer *w = j->w;
-    if (cancelled || j->rc != 0) {
-        if (cancelled) mrd_sql_fail(&j->err, 503, "unavailable", "the writer is stopping");
-        if (j->req != NULL) respond_error(j->req, &j->err);
-        mrd_metric_inc(w->m_sql_errors, 1);
-        return job_free(j);
+    group_job *g = job->ud;
+    writer *w = g->w;
+    for (sql_job *j = g->head, *next; j != NULL; j = next) {
+        next = j->next;
+        if (cancelled || j->rc != 0) {
+            if (cancelled) mrd_sql_fail(&j->err, 503, "unavailable", "the writer is stopping");
+            if (j->req != NULL) respond_error(j->req, &j->err);
+            mrd_metric_inc(w->m_sql_errors, 1);
+            job_free(j);
+        } else if (w->vol == NULL || vol_wait(w->vol, j->lsn, durable, j) != 0) {
+            mrd_sql_fail(&j->err, 503, "unavailable", "the writer cannot make commits durable: %s",
+                         w->why[0] ? w->why : "stopping");
+            if (j->req != NULL) respond_error(j->req, &j->err);
+            job_free(j);
+        }
     }
-    if (w->vol == NULL || vol_wait(w->vol, j->lsn, durable, j) != 0) {
-        mrd_sql_fail(&j->err, 503, "unavailable", "the writer cannot make commits durable: %s",
-                     w->why[0] ? w->why : "stopping");
-        if (j->req != NULL) respond_error(j->req, &j->err);
-        job_free(j);
+    free(g);
+    w->group_running = false;
+    if (!cancelled) group_submit(w);
+}
+
+/* Loop: starts a group with what waits, unless one runs. */
+static void group_submit(writer *w)
+{
+    if (w->group_running || w->pending == NULL) return;
+    group_job *g = calloc(1, sizeof(*g));
+    if (g == NULL) return; /* retried at the next request */
+    g->w = w;
+    sql_job **tail = &g->head;
+    while (w->pending != NULL && g->n < WRITER_GROUP_MAX) {
+        sql_job *j = w->pending;
+        w->pending = j->next;
+        j->next = NULL;
+        *tail = j;
+        tail = &j->next;
+        g->n++;
+        w->n_pending--;
     }
+    if (w->pending == NULL) w->pending_tail = NULL;
+    g->job = (sqlx_job){.work = group_work, .done = group_done, .ud = g};
+    if (sqlx_submit(w->sqlx, &g->job) != 0) {
+        g->job.done(&g->job, true);
+        return;
+    }
+    w->group_running = true;
 }
 
 void wr_sql_route(mrd_node *node, h2_req *req, void *ud)
@@ -126,8 +202,7 @@ void wr_sql_route(mrd_node *node, h2_req *req, void *ud)
     j->req = req;
     j->started_ms = mrd_now_ms();
     mrd_buf_init(&j->out);
-    j->job = (sqlx_job){.work = job_work, .done = job_done, .ud = j};
-    if (sqlx_depth(w->sqlx) >= WRITER_SQL_QUEUE_MAX || sqlx_submit(w->sqlx, &j->job) != 0) {
+    if (w->n_pending >= WRITER_SQL_QUEUE_MAX) {
         mrd_sql_fail(&err, 503, "busy", "%d requests are waiting for the SQL thread",
                      WRITER_SQL_QUEUE_MAX);
         respond_error(req, &err);
@@ -135,6 +210,26 @@ void wr_sql_route(mrd_node *node, h2_req *req, void *ud)
         return job_free(j);
     }
     h2_req_set_ud(req, j);
+    if (w->pending_tail != NULL)
+        w->pending_tail->next = j;
+    else
+        w->pending = j;
+    w->pending_tail = j;
+    w->n_pending++;
+    group_submit(w);
+}
+
+void wr_sql_drop_pending(writer *w)
+{
+    while (w->pending != NULL) {
+        sql_job *j = w->pending;
+        w->pending = j->next;
+        mrd_sql_fail(&j->err, 503, "unavailable", "the writer is stopping");
+        if (j->req != NULL) respond_error(j->req, &j->err);
+        job_free(j);
+    }
+    w->pending_tail = NULL;
+    w->n_pending = 0;
 }
 
 void wr_sql_closed(h2_req *req)

@@ -128,6 +128,7 @@ static void stop_fn(mrd_node *node, void *ud)
 {
     writer *w = ud;
     w->stopping = true;
+    wr_sql_drop_pending(w);
     wr_streams_end(w);
     wr_store_on_vdl(w); /* blocked commits fail: the SQL thread can finish */
     sqlx_stop(w->sqlx, sqlx_stopped, w);

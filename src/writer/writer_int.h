@@ -53,6 +53,9 @@ struct writer {
     wr_backlog backlog;
     wr_stream streams[WRITER_STREAMS_MAX];
     struct wr_commit *blocked; /* commits waiting for room (MRD_EBUSY) */
+    struct sql_job *pending, *pending_tail; /* requests waiting for the next commit group */
+    uint32_t n_pending;
+    bool group_running;
     mrd_metric *m_sql, *m_sql_errors, *m_commits, *m_records, *m_durable_seconds, *m_vdl;
     bool stopping;
 };
@@ -67,6 +70,8 @@ void wr_sql_route(mrd_node *node, h2_req *req, void *ud);
 void wr_sql_open(writer *w);
 /* The client of a SQL request went away: the job finishes and answers nobody. */
 void wr_sql_closed(h2_req *req);
+/* Stopping: requests not yet in a group are answered 503. */
+void wr_sql_drop_pending(writer *w);
 
 /* stream.c: GET /v1/log, and the backlog. */
 int wr_backlog_init(wr_backlog *b, uint32_t cap, uint64_t bytes_max);

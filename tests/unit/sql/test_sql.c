@@ -174,6 +174,39 @@ static void request_options(void **state)
     mrd_buf_free(&out);
 }
 
+/* Group commit: requests under savepoints in one transaction; a failing one undoes itself only. */
+static void group_of_requests(void **state)
+{
+    (void)state;
+    const char *bodies[] = {"{\"sql\": \"INSERT INTO g VALUES (1)\"}",
+                            "{\"statements\": [{\"sql\": \"INSERT INTO g VALUES (2)\"},"
+                            " {\"sql\": \"INSERT INTO g VALUES (1)\"}]}",
+                            "{\"sql\": \"INSERT INTO g VALUES (3)\"}"};
+    assert_int_equal(sqlite3_exec(db, "CREATE TABLE g (k INTEGER PRIMARY KEY)", NULL, NULL, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    int want[] = {0, MRD_EINVAL, 0};
+    for (int i = 0; i < 3; i++) {
+        mrd_sql_request req;
+        mrd_sql_error err;
+        mrd_buf out;
+        mrd_buf_init(&out);
+        assert_int_equal(mrd_sql_request_parse(bodies[i], strlen(bodies[i]), &req, &err), 0);
+        assert_int_equal(mrd_sql_run_in_group(db, &req, &out, &err), want[i]);
+        if (want[i] != 0) {
+            assert_int_equal(out.len, 0);
+            assert_non_null(strstr(err.message, "statements[1]: UNIQUE constraint failed"));
+        }
+        assert_false(sqlite3_get_autocommit(db));
+        mrd_sql_request_free(&req);
+        mrd_buf_free(&out);
+    }
+    assert_int_equal(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    expect("{\"sql\": \"SELECT group_concat(k) AS ks FROM g\"}",
+           "\"results\":[{\"columns\":[\"ks\"],\"rows\":[[\"1,3\"]],\"changes\":0,"
+           "\"last_insert_rowid\":0}]");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -181,6 +214,7 @@ int main(void)
         cmocka_unit_test(one_transaction_per_request),
         cmocka_unit_test(refusals),
         cmocka_unit_test(request_options),
+        cmocka_unit_test(group_of_requests),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
