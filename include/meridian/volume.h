@@ -115,6 +115,8 @@ typedef struct {
     uint64_t first_lsn;    /* the LSN of this writer's first record */
     uint32_t pg_count;     /* PGs tracked */
     uint32_t reporters;    /* nodes whose reports recovery used */
+    uint64_t floor;        /* recovery's floor: round two read the headers above it */
+    uint64_t headers;      /* record headers round two read */
 } vol_info;
 
 typedef struct {
@@ -310,5 +312,23 @@ int vol_report_decode(uint32_t pg, uint8_t seg, vol_header_fn hdr, void *ctx,
  * reporters may hold records on the others). Never below pg_min, never 0.
  */
 uint32_t vol_recover_pg_count(const quorum_report *reports, uint32_t n, uint32_t pg_min);
+
+/*
+ * Marks in empty[] the PGs below pg_count that all six nodes reported holding
+ * nothing (none, unless all six reported). Such a PG has no record anywhere;
+ * one written later lies above every LSN reported, so above the restart
+ * point, and the new writer's fence voids it.
+ */
+void vol_recover_empty_pgs(const quorum_report *reports, uint32_t n, uint32_t pg_count,
+                           bool empty[QUORUM_PGS_MAX]);
+/*
+ * Gives the reports of empty PGs scl = highest = floor: a PG without records
+ * is complete at any LSN, so it does not hold the floor down to 0 (the
+ * floor is the lowest of the PGs' highest SCLs, and round two reads every
+ * header above it). MRD_ESTATE when such a PG now holds records: someone
+ * is writing the volume during recovery.
+ */
+int vol_recover_mask_empty(quorum_report *reports, uint32_t n, const bool empty[QUORUM_PGS_MAX],
+                           uint64_t floor);
 
 #endif

@@ -131,12 +131,16 @@ static void round_one_done(vol *v)
     }
     uint32_t pgs = vol_recover_pg_count(v->reports, v->n_reports, v->cfg.pg_count_min);
     filter_pgs(v, pgs);
+    /* PGs empty on all six leave the floor to the others (round two reads less) */
+    vol_recover_empty_pgs(v->reports, v->n_reports, pgs, v->pg_empty);
     mrd_msg msg = {{0}};
-    int rc = quorum_recover_floor(pgs, v->reports, v->n_reports, &v->floor, &msg);
+    int rc = vol_recover_mask_empty(v->reports, v->n_reports, v->pg_empty, QUORUM_LSN_MAX);
+    if (rc == 0) rc = quorum_recover_floor(pgs, v->reports, v->n_reports, &v->floor, &msg);
     if (rc != 0) {
         restart(v, msg.text);
         return;
     }
+    if (v->floor == QUORUM_LSN_MAX) v->floor = 0; /* every PG is empty */
     v->info.pg_count = pgs;
     start_round(v, 2, pgs, v->floor);
 }
@@ -148,6 +152,10 @@ static void round_two_done(vol *v)
     uint32_t good = keep_good(v);
     filter_pgs(v, v->info.pg_count);
     mrd_msg msg = {{0}};
+    if (vol_recover_mask_empty(v->reports, v->n_reports, v->pg_empty, v->floor) != 0) {
+        restart(v, "records appeared in a PG that was empty everywhere: is a writer running?");
+        return;
+    }
     int rc = good < QUORUM_READ ? MRD_EBUSY
                                 : quorum_recover(v->info.pg_count, v->floor, v->reports,
                                                  v->n_reports, &v->rec, &msg);
@@ -166,6 +174,10 @@ static void round_two_done(vol *v)
         return;
     }
     v->info.reporters = good;
+    v->info.floor = v->floor;
+    v->info.headers = 0;
+    for (uint32_t i = 0; i < v->n_reports; i++)
+        v->info.headers += v->reports[i].n_hdrs;
     drop_reports(v);
     begin_writer(v);
 }
@@ -263,9 +275,9 @@ static void begin_writer(vol *v)
     }
     MRD_INFO("vol_recovered",
              "epoch=%" PRIu64 " vcl=%" PRIu64 " vdl=%" PRIu64 " lost_max=%" PRIu64
-             " pgs=%u reporters=%u first_lsn=%" PRIu64,
+             " pgs=%u reporters=%u first_lsn=%" PRIu64 " floor=%" PRIu64 " headers=%" PRIu64,
              v->info.epoch, v->info.vcl, v->info.vdl, v->info.lost_max, v->info.pg_count,
-             v->info.reporters, v->info.first_lsn);
+             v->info.reporters, v->info.first_lsn, v->info.floor, v->info.headers);
     v->phase = PHASE_FENCE;
     for (uint8_t s = 0; s < QUORUM_SEGMENTS; s++)
         if (v->nodes[s].state == NODE_CONNECTED) vol_fence_node(&v->nodes[s]);

@@ -123,3 +123,29 @@ uint32_t vol_recover_pg_count(const quorum_report *reports, uint32_t n, uint32_t
     if (count == 0) count = 1;
     return count > QUORUM_PGS_MAX ? QUORUM_PGS_MAX : count;
 }
+
+void vol_recover_empty_pgs(const quorum_report *reports, uint32_t n, uint32_t pg_count,
+                           bool empty[QUORUM_PGS_MAX])
+{
+    uint8_t seen[QUORUM_PGS_MAX] = {0}, holding[QUORUM_PGS_MAX] = {0};
+    for (uint32_t i = 0; i < n; i++) {
+        const quorum_report *r = &reports[i];
+        if (r->pg >= QUORUM_PGS_MAX || r->seg >= QUORUM_SEGMENTS) continue;
+        seen[r->pg] |= (uint8_t)(1u << r->seg);
+        if (r->highest > 0 || r->n_hdrs > 0) holding[r->pg] = 1;
+    }
+    for (uint32_t p = 0; p < QUORUM_PGS_MAX; p++)
+        empty[p] = p < pg_count && seen[p] == (1u << QUORUM_SEGMENTS) - 1 && !holding[p];
+}
+
+int vol_recover_mask_empty(quorum_report *reports, uint32_t n, const bool empty[QUORUM_PGS_MAX],
+                           uint64_t floor)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        quorum_report *r = &reports[i];
+        if (r->pg >= QUORUM_PGS_MAX || !empty[r->pg]) continue;
+        if (r->n_hdrs > 0 || r->floor_head > 0 || r->highest > 0) return MRD_ESTATE;
+        r->scl = r->highest = floor;
+    }
+    return 0;
+}

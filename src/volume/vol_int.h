@@ -113,7 +113,8 @@ struct vol {
     quorum_report *reports;
     uint32_t n_reports, reports_cap;
     uint64_t floor;
-    uint64_t epoch_seen; /* highest epoch and LSN any round-one report named */
+    bool pg_empty[QUORUM_PGS_MAX]; /* no records on any of the six (vol_recover_empty_pgs) */
+    uint64_t epoch_seen;           /* highest epoch and LSN any round-one report named */
     uint64_t highest_seen;
     quorum_recovery rec;
     vol_info info;

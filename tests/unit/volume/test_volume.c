@@ -402,6 +402,51 @@ static void recovery_covers_every_pg_unless_all_six_answered(void **state)
     assert_int_equal(vol_recover_pg_count(reps, n, 0), 1);
 }
 
+static void empty_pgs_leave_the_floor_to_the_others(void **state)
+{
+    quorum_report reps[QUORUM_SEGMENTS * 4];
+    uint32_t n = 0;
+    memset(reps, 0, sizeof(reps));
+    for (uint8_t s = 0; s < QUORUM_SEGMENTS; s++)
+        for (uint32_t p = 0; p < 4; p++) {
+            quorum_report *r = &reps[n++];
+            r->seg = s;
+            r->pg = p;
+            if (p < 2) { /* PGs 0 and 1 hold records: SCLs 500 and 900 */
+                r->scl = r->highest = r->floor_head = p == 0 ? 500 : 900;
+            }
+        }
+    bool empty[QUORUM_PGS_MAX];
+    vol_recover_empty_pgs(reps, n, 4, empty);
+    assert_false(empty[0]);
+    assert_false(empty[1]);
+    assert_true(empty[2]);
+    assert_true(empty[3]);
+    assert_false(empty[4]); /* beyond pg_count */
+    uint64_t floor = 0;
+    assert_int_equal(quorum_recover_floor(4, reps, n, &floor, NULL), 0);
+    assert_int_equal(floor, 0); /* the empty PGs hold it down */
+    assert_int_equal(vol_recover_mask_empty(reps, n, empty, QUORUM_LSN_MAX), 0);
+    assert_int_equal(quorum_recover_floor(4, reps, n, &floor, NULL), 0);
+    assert_int_equal(floor, 500);
+    /* round two: masked at the floor, recovery accepts them */
+    for (uint32_t i = 0; i < n; i++)
+        if (reps[i].pg >= 2) reps[i].scl = reps[i].highest = 0;
+    assert_int_equal(vol_recover_mask_empty(reps, n, empty, 500), 0);
+    quorum_recovery rec;
+    mrd_msg msg = {{0}};
+    assert_int_equal(quorum_recover(4, 500, reps, n, &rec, &msg), 0);
+    assert_int_equal(rec.pg_head[2], 0);
+    /* records that appear in an "empty" PG during recovery stop it */
+    reps[3].highest = 7;
+    reps[3].scl = 0;
+    assert_int_equal(vol_recover_mask_empty(reps, n, empty, 500), MRD_ESTATE);
+    /* one node missing: nothing is known empty */
+    vol_recover_empty_pgs(reps, n - 4, 4, empty);
+    for (uint32_t p = 0; p < 4; p++)
+        assert_false(empty[p]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -416,6 +461,7 @@ int main(void)
         cmocka_unit_test(report_decodes_fields_and_frames),
         cmocka_unit_test(report_refuses_bad_fields),
         cmocka_unit_test(recovery_covers_every_pg_unless_all_six_answered),
+        cmocka_unit_test(empty_pgs_leave_the_floor_to_the_others),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
