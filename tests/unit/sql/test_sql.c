@@ -179,8 +179,8 @@ static void group_of_requests(void **state)
 {
     (void)state;
     const char *bodies[] = {"{\"sql\": \"INSERT INTO g VALUES (1)\"}",
-                            "{\"statements\": [{\"sql\": \"INSERT INTO g VALUES (2)\"},"
-                            " {\"sql\": \"INSERT INTO g VALUES (1)\"}]}",
+                            ("{\"statements\": [{\"sql\": \"INSERT INTO g VALUES (2)\"},"
+                             " {\"sql\": \"INSERT INTO g VALUES (1)\"}]}"),
                             "{\"sql\": \"INSERT INTO g VALUES (3)\"}"};
     assert_int_equal(sqlite3_exec(db, "CREATE TABLE g (k INTEGER PRIMARY KEY)", NULL, NULL, NULL),
                      SQLITE_OK);
