@@ -7,7 +7,9 @@
  * writes its pid file once it is ready to serve, and runs one libuv loop until
  * SIGTERM or SIGINT, when it closes everything and removes the pid file.
  *
- * Every node serves GET /v1/status (JSON) and GET /metrics (Prometheus text).
+ * Every node serves GET /v1/status (JSON), GET /metrics (Prometheus text) and
+ * GET /v1/health[?max_lag_ms=N] for load balancers: 200 when the role is ready
+ * and lags at most N ms, else 503, both with a small JSON body saying why.
  * A role adds its own routes and status fields through mrd_node_route and a
  * status hook; the node itself knows nothing of storage, SQL or replication.
  */
@@ -55,6 +57,9 @@ typedef void (*mrd_stop_fn)(mrd_node *node, void *ud);
  * log stream runs...): /v1/status says "ready", and `meridian up` waits for it. */
 typedef bool (*mrd_ready_fn)(mrd_node *node, void *ud);
 
+/* How far behind the role's data is, in ms (a reader's lag; 0 for a writer). */
+typedef uint64_t (*mrd_lag_fn)(mrd_node *node, void *ud);
+
 struct mrd_node {
     uv_loop_t *loop;
     topology topo;
@@ -79,6 +84,8 @@ struct mrd_node {
     void *stop_ud;
     mrd_ready_fn ready_fn; /* NULL: ready as soon as it listens */
     void *ready_ud;
+    mrd_lag_fn lag_fn; /* NULL: never behind */
+    void *lag_ud;
     uv_signal_t sig_term;
     uv_signal_t sig_int;
     bool stopping;

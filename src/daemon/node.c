@@ -71,6 +71,34 @@ static void metrics_route(mrd_node *node, h2_req *req, void *ud)
     mrd_buf_free(&body);
 }
 
+/* GET /v1/health[?max_lag_ms=N]: 200 when ready and within N ms of lag, else 503. */
+static void health_route(mrd_node *node, h2_req *req, void *ud)
+{
+    const char *q = strchr(h2_req_path(req), '?');
+    uint64_t max_lag = UINT64_MAX;
+    if (q != NULL) {
+        const char *p = strstr(q, "max_lag_ms=");
+        char *end = NULL;
+        if (p == NULL || (p != q + 1 && p[-1] != '&'))
+            return mrd_node_error(req, 400, "bad_request", "the only parameter is max_lag_ms");
+        max_lag = strtoull(p + 11, &end, 10);
+        if (end == p + 11 || (*end != '\0' && *end != '&'))
+            return mrd_node_error(req, 400, "bad_request",
+                                  "max_lag_ms must be a non-negative integer");
+    }
+    bool ready = node->ready_fn == NULL || node->ready_fn(node, node->ready_ud);
+    uint64_t lag = node->lag_fn != NULL ? node->lag_fn(node, node->lag_ud) : 0;
+    const char *state = !ready ? "not_ready" : lag > max_lag ? "lagging" : "ok";
+    mrd_buf body;
+    mrd_buf_init(&body);
+    mrd_buf_printf(&body, "{\"status\":\"%s\",\"lag_ms\":%llu", state, (unsigned long long)lag);
+    if (max_lag != UINT64_MAX) mrd_buf_printf(&body, ",\"max_lag_ms\":%llu", (unsigned long long)max_lag);
+    mrd_buf_printf(&body, "}\n");
+    h2_header hdr = {"content-type", "application/json"};
+    h2_req_respond(req, strcmp(state, "ok") == 0 ? 200 : 503, &hdr, 1, body.data, body.len);
+    mrd_buf_free(&body);
+}
+
 /* The path without its query string, into buf. */
 static const char *path_only(const char *path, char *buf, size_t len)
 {
@@ -195,6 +223,7 @@ int mrd_node_init(mrd_node *node, uv_loop_t *loop, const mrd_node_config *cfg, m
     node_register_metrics(node);
     mrd_node_route(node, "GET", "/v1/status", status_route, NULL);
     mrd_node_route(node, "GET", "/metrics", metrics_route, NULL);
+    mrd_node_route(node, "GET", "/v1/health", health_route, NULL);
     h2_server_config scfg = {.host = node->self->addr.host, .port = node->self->addr.port,
                              .tls = node->tls};
     return h2_server_start(loop, &scfg, &node_server_cbs, node, &node->server, msg);

@@ -48,6 +48,14 @@ static bool ready_fn(mrd_node *node, void *ud)
     return r->sql_ready && st.stream_up;
 }
 
+static uint64_t lag_fn(mrd_node *node, void *ud)
+{
+    reader *r = ud;
+    rd_stats st;
+    rd_core_stats(r->core, mrd_now_ms(), &st);
+    return st.lag_ms;
+}
+
 static void req_close_fn(mrd_node *node, h2_req *req, void *ud)
 {
     if (h2_req_ud(req) != NULL) rd_sql_closed(req);
@@ -138,6 +146,8 @@ int reader_start(mrd_node *node, reader **out, mrd_msg *msg)
     node->stop_ud = r;
     node->ready_fn = ready_fn;
     node->ready_ud = r;
+    node->lag_fn = lag_fn;
+    node->lag_ud = r;
     *out = r;
     return 0;
 }

@@ -97,6 +97,13 @@ def round_trips(tls):
                       "--consistency", "session", "--after-lsn", str(lsn))
             assert got["results"][0]["rows"] == want, (ep, got)
             assert got["lsn"] >= lsn and "lag_ms" in got, got
+        # GET /v1/health for load balancers: 200 within the lag given, 400 for a bad query
+        st = {p["id"]: p for p in env.status()["processes"]}
+        for q, code in (("", "200"), ("?max_lag_ms=60000", "200"), ("?max_lag_ms=x", "400")):
+            c = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                                *env.curl_args(), env.url(st["r1-r1"]["address"], "/v1/health" + q)],
+                               capture_output=True, text=True)
+            assert c.stdout == code, (q, c.stdout, c.stderr)
         # hex is SQL's own: x'..' literals and hex() work as in SQLite
         got = sql(env, "SELECT hex(b), typeof(r), typeof(n) FROM t")
         assert got["results"][0]["rows"] == [["000102FF", "real", "null"]], got
