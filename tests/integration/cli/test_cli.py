@@ -20,9 +20,10 @@ def test_check():
     try:
         r = env.cli("check")
         assert "r1-s6" in r.stdout and ": ok" in r.stdout, r.stdout
-        r = subprocess.run([f"{BIN}/meridian", "check", f"{SRC}/regions/local-1region.yaml"],
-                           capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr
+        for shipped in ("local-1region", "local-2region", "local-3region"):
+            r = subprocess.run([f"{BIN}/meridian", "check", f"{SRC}/regions/{shipped}.yaml"],
+                               capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
         with open(env.topo, "a") as f:
             f.write("bogus_key: 1\n")
         r = env.cli("check", check=False)
