@@ -10,6 +10,12 @@
  *  - custom NAME: like reader, over the endpoint's members (or every reader
  *    but the excluded ones);
  *  - global_writer: the writer of the primary region.
+ * Write forwarding (settings.write_forwarding): in a secondary region the
+ * cluster endpoint goes to the primary's writer, and a request a reader
+ * refuses as a write (403 read_only) is sent on to the primary's writer; its
+ * answer carries the primary's commit LSN (header meridian-forwarded:
+ * primary), so a session read in the secondary can wait for it. Without it,
+ * the refusal stands.
  * Its own address serves /v1/status (every backend's health) and /metrics.
  *
  * Health comes from polling each instance's GET /v1/status: an instance is

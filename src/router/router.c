@@ -53,6 +53,7 @@ struct fwd {
     int attempts;
     int status;
     uint64_t wait_until_ms; /* parked: no backend could take it yet */
+    bool forwarding; /* a write a secondary's reader refused, on its way to the primary */
     fwd *next_parked;
     char content_type[96];
     char headers[6][96];
@@ -193,11 +194,16 @@ static bool is_member(const router *r, const endpoint *ep, const backend *b)
 }
 
 /* The backend for this attempt, or -1 with why filled in. */
-static int choose(router *r, endpoint *ep, uint64_t tried, char *why, size_t why_len)
+static int choose(router *r, endpoint *ep, bool forwarding, uint64_t tried, char *why,
+                  size_t why_len)
 {
     const topology *topo = &r->node->topo;
-    if (ep->kind == EP_CLUSTER || ep->kind == EP_GLOBAL) {
-        int region = ep->kind == EP_GLOBAL ? topo->primary_region : ep->region;
+    /* A write forwarded from a secondary region goes where the global writer goes. */
+    bool to_primary = ep->kind == EP_GLOBAL || forwarding ||
+                      (ep->kind == EP_CLUSTER && topo->write_forwarding &&
+                       ep->region != topo->primary_region);
+    if (ep->kind == EP_CLUSTER || to_primary) {
+        int region = to_primary ? topo->primary_region : ep->region;
         const topo_region *reg = &topo->regions[region];
         const char *writer = reg->instances[reg->writer].id;
         for (int i = 0; i < r->nb; i++)
@@ -263,12 +269,13 @@ static void call_data(h2_call *call, const uint8_t *data, size_t len, void *ud)
 
 static void respond(fwd *f)
 {
-    h2_header h[8];
+    h2_header h[9];
     size_t n = 0;
     h[n++] = (h2_header){"content-type", f->content_type};
     for (int i = 0; i < 6; i++)
         if (f->headers[i][0] != '\0') h[n++] = (h2_header){pass_headers[i], f->headers[i]};
     h[n++] = (h2_header){"meridian-backend", f->r->b[f->backend].node->id};
+    if (f->forwarding) h[n++] = (h2_header){"meridian-forwarded", "primary"};
     h2_req_respond(f->req, f->status, h, n, f->body.data, f->body.len);
 }
 
@@ -279,6 +286,15 @@ static void call_close(h2_call *call, int error, void *ud)
     f->call = NULL;
     r->b[f->backend].outstanding--;
     if (f->req == NULL) return fwd_free(f); /* the client left */
+    if (error == 0 && f->status == 403 && !f->forwarding && r->node->topo.write_forwarding &&
+        f->ep->region != r->node->topo.primary_region && f->body.data != NULL &&
+        memmem(f->body.data, f->body.len, "\"code\":\"read_only\"", 19) != NULL) {
+        f->forwarding = true; /* a write sent to a secondary: on to the primary's writer */
+        f->tried = 0;
+        f->attempts = 0;
+        forward(f);
+        return;
+    }
     if (error == 0 && f->status != 0) return respond(f);
     if (r->stopping) return fwd_unavailable(f, 503, "unavailable", "the router is stopping");
     bool retry = f->ep->kind == EP_READER || f->ep->kind == EP_CUSTOM || error == MRD_EBUSY;
@@ -308,7 +324,7 @@ static int forward(fwd *f)
     router *r = f->r;
     char why[MRD_MSG_MAX];
     for (;;) {
-        int i = choose(r, f->ep, f->tried, why, sizeof(why));
+        int i = choose(r, f->ep, f->forwarding, f->tried, why, sizeof(why));
         if (i < 0 && f->tried == 0 && !r->stopping) {
             uint64_t now = mrd_now_ms();
             if (f->wait_until_ms == 0) f->wait_until_ms = now + ROUTER_WAIT_MS;
@@ -436,8 +452,9 @@ static void collect(router *r)
         const topo_region *rg = &topo->regions[g];
         for (int i = 0; i < rg->instance_count && r->nb < ROUTER_BACKENDS_MAX; i++) {
             bool ours = g == region;
-            bool global_writer = self->has_global_writer && i == rg->writer;
-            if (!ours && !global_writer) continue;
+            bool other_writer = (self->has_global_writer || topo->write_forwarding) &&
+                                i == rg->writer;
+            if (!ours && !other_writer) continue;
             backend *b = &r->b[r->nb++];
             b->r = r;
             b->node = &rg->instances[i];
