@@ -106,6 +106,13 @@ int mrd_node_route(mrd_node *node, const char *method, const char *path, mrd_rou
 /* Writes the pid file and runs the loop until a stop signal; then closes everything. */
 int mrd_node_run(mrd_node *node, mrd_msg *msg);
 
+/*
+ * A TLS context for this process's connections to other processes: its own
+ * certificate as the client certificate, peers verified against the CA. *out
+ * stays NULL when the topology uses no TLS.
+ */
+int mrd_node_client_tls(const mrd_node *node, h2_tls **out, mrd_msg *msg);
+
 /* Answers with a JSON error body {"error":{"code":...,"message":...}}. */
 void mrd_node_error(h2_req *req, int http_status, const char *code, const char *message);
 

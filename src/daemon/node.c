@@ -178,6 +178,18 @@ static void on_req_close(h2_req *req, uint32_t error_code, void *ud)
     if (node->req_close_fn != NULL) node->req_close_fn(node, req, node->req_close_ud);
 }
 
+int mrd_node_client_tls(const mrd_node *node, h2_tls **out, mrd_msg *msg)
+{
+    *out = NULL;
+    if (!node->topo.tls) return 0;
+    char ca[TOPO_PATH_MAX + 16], cert[TOPO_PATH_MAX + 80], key[TOPO_PATH_MAX + 80];
+    snprintf(ca, sizeof(ca), "%s/ca.crt", node->certs_dir);
+    snprintf(cert, sizeof(cert), "%s/%s.crt", node->certs_dir, node->self->id);
+    snprintf(key, sizeof(key), "%s/%s.key", node->certs_dir, node->self->id);
+    h2_tls_config cfg = {.ca_file = ca, .cert_file = cert, .key_file = key, .verify_peer = true};
+    return h2_tls_client_new(&cfg, out, msg);
+}
+
 static const h2_server_cbs node_server_cbs = {.on_request = on_request, .on_close = on_req_close};
 
 static void node_register_metrics(mrd_node *node)

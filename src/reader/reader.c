@@ -105,18 +105,6 @@ static void register_metrics(reader *r)
                                   "Log records applied from the writer's stream.");
 }
 
-static int client_tls(reader *r, mrd_msg *msg)
-{
-    mrd_node *n = r->node;
-    if (!n->topo.tls) return 0;
-    char ca[TOPO_PATH_MAX + 16], cert[TOPO_PATH_MAX + 80], key[TOPO_PATH_MAX + 80];
-    snprintf(ca, sizeof(ca), "%s/ca.crt", n->certs_dir);
-    snprintf(cert, sizeof(cert), "%s/%s.crt", n->certs_dir, n->self->id);
-    snprintf(key, sizeof(key), "%s/%s.key", n->certs_dir, n->self->id);
-    h2_tls_config cfg = {.ca_file = ca, .cert_file = cert, .key_file = key, .verify_peer = true};
-    return h2_tls_client_new(&cfg, &r->client_tls, msg);
-}
-
 int reader_start(mrd_node *node, reader **out, mrd_msg *msg)
 {
     reader *r = calloc(1, sizeof(*r));
@@ -128,7 +116,7 @@ int reader_start(mrd_node *node, reader **out, mrd_msg *msg)
     mrd_buf_init(&r->scratch);
     wire_frame_reader_init(&r->fr, 0);
     register_metrics(r);
-    int rc = client_tls(r, msg);
+    int rc = mrd_node_client_tls(node, &r->client_tls, msg);
     if (rc == 0) rc = rd_core_new(node->topo.page_size, r->pages_per_pg, 0, &r->core, msg);
     if (rc == 0) rc = sqlx_start(node->loop, &r->sqlx, msg);
     if (rc != 0) return rc;

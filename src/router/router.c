@@ -512,24 +512,12 @@ static void stop_fn(mrd_node *node, void *ud)
         }
 }
 
-static int client_tls(router *r, mrd_msg *msg)
-{
-    mrd_node *n = r->node;
-    if (!n->topo.tls) return 0;
-    char ca[TOPO_PATH_MAX + 16], cert[TOPO_PATH_MAX + 80], key[TOPO_PATH_MAX + 80];
-    snprintf(ca, sizeof(ca), "%s/ca.crt", n->certs_dir);
-    snprintf(cert, sizeof(cert), "%s/%s.crt", n->certs_dir, n->self->id);
-    snprintf(key, sizeof(key), "%s/%s.key", n->certs_dir, n->self->id);
-    h2_tls_config cfg = {.ca_file = ca, .cert_file = cert, .key_file = key, .verify_peer = true};
-    return h2_tls_client_new(&cfg, &r->client_tls, msg);
-}
-
 int router_start(mrd_node *node, router **out, mrd_msg *msg)
 {
     router *r = calloc(1, sizeof(*r));
     if (r == NULL) return mrd_fail(msg, MRD_ENOMEM, "router: out of memory");
     r->node = node;
-    int rc = client_tls(r, msg);
+    int rc = mrd_node_client_tls(node, &r->client_tls, msg);
     if (rc != 0) return free(r), rc;
     collect(r);
     r->m_retries = mrd_metric_add(&node->metrics, MRD_COUNTER, "meridian_router_retries_total",
