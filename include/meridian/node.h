@@ -39,6 +39,27 @@ typedef struct {
     void *ud;
 } mrd_route;
 
+/*
+ * A streaming route (mrd_node_stream_route): the request's body arrives in chunks. on_start
+ * sees the headers and returns H2_STREAM to take the body (on_data for each chunk, valid
+ * during the call; on_end when the peer ends its side), or answers at once and returns
+ * H2_BUFFER. The role's close hook says when the stream is gone.
+ */
+typedef struct {
+    h2_body_mode (*on_start)(mrd_node *node, h2_req *req, void *ud);
+    void (*on_data)(mrd_node *node, h2_req *req, const uint8_t *data, size_t len, void *ud);
+    void (*on_end)(mrd_node *node, h2_req *req, void *ud);
+} mrd_stream_route_cbs;
+
+typedef struct {
+    char method[8];
+    char path[64];
+    const mrd_stream_route_cbs *cbs;
+    void *ud;
+} mrd_stream_route;
+
+#define MRD_NODE_STREAM_ROUTES_MAX 4
+
 /* Adds role-specific fields to /v1/status: appends `,"key":value...` to out. */
 typedef void (*mrd_status_fn)(mrd_node *node, mrd_buf *out, void *ud);
 
@@ -76,6 +97,8 @@ struct mrd_node {
     mrd_metric *m_request_seconds;
     mrd_route routes[MRD_NODE_ROUTES_MAX];
     int route_count;
+    mrd_stream_route stream_routes[MRD_NODE_STREAM_ROUTES_MAX];
+    int stream_route_count;
     mrd_status_fn status_fn;
     void *status_ud;
     mrd_req_close_fn req_close_fn;
@@ -103,6 +126,9 @@ typedef struct {
 int mrd_node_init(mrd_node *node, uv_loop_t *loop, const mrd_node_config *cfg, mrd_msg *msg);
 int mrd_node_route(mrd_node *node, const char *method, const char *path, mrd_route_fn fn,
                    void *ud);
+/* A route whose request body streams (see mrd_stream_route_cbs); cbs must outlive the node. */
+int mrd_node_stream_route(mrd_node *node, const char *method, const char *path,
+                          const mrd_stream_route_cbs *cbs, void *ud);
 /* Writes the pid file and runs the loop until a stop signal; then closes everything. */
 int mrd_node_run(mrd_node *node, mrd_msg *msg);
 

@@ -168,6 +168,41 @@ int vol_read(vol *v, uint64_t page, uint64_t lsn, vol_read_cb cb, void *ud);
  * cache, or read from storage at the read point and cached. */
 int vol_fetch(vol *v, uint64_t page, vol_read_cb cb, void *ud);
 
+/* ---- replica mode (src/volume/replica.c) -------------------------------------------------- */
+
+/*
+ * A replica writes another region's committed log into this region's volume:
+ * the records arrive already encoded, with the primary's LSNs, epochs and
+ * back-links, and are stored as they are (no delta computation, no LSN of
+ * its own). vol_replica_open recovers the volume like vol_open but never
+ * claims a new epoch: it fences the local storage at the highest epoch it
+ * found, truncating at the recovered restart point (records above it from an
+ * older epoch are voided; the primary sends them again), and is ready at four
+ * fenced nodes (at once for a volume never written). A record of a newer
+ * epoch than the replica's waits until everything submitted is durable, then
+ * fences the local storage at that epoch (truncate = the last record) and is
+ * taken once four nodes have the fence: until then submits answer MRD_EBUSY.
+ * on_ready runs again each time such a fence completes. vol_write and
+ * vol_fetch are not for replicas.
+ */
+int vol_replica_open(uv_loop_t *loop, const vol_config *cfg, const vol_cbs *cbs, void *ud,
+                     vol **out, mrd_msg *msg);
+/*
+ * Submits one of the primary's records, encoded as enc (wire_record_encode of rec).
+ * rec must continue the local chain: rec->vol_prev_lsn == vol_replica_head() and
+ * rec->prev_lsn the last record of its PG (MRD_EINVAL otherwise, and for a page outside
+ * the volume). MRD_EBUSY: in flight limit, or an epoch change under way; try again after
+ * on_vdl or on_ready. MRD_ESTALE: an epoch below the replica's. MRD_ESTATE: not ready.
+ */
+int vol_replica_submit(vol *v, const wire_record *rec, const uint8_t *enc, size_t len,
+                       mrd_msg *msg);
+/* The last record of the local chain: where the primary resumes (0 for an empty volume). */
+uint64_t vol_replica_head(const vol *v);
+/* The local VDL, never going back across epoch changes. */
+uint64_t vol_replica_vdl(const vol *v);
+/* The epoch the local storage is fenced at (0 for a volume never written). */
+uint64_t vol_replica_epoch(const vol *v);
+
 /* ---- I/O-free parts ------------------------------------------------------------------------ */
 
 /* PG of a page, given the topology's sizes. */

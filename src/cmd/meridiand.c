@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "meridian/agent.h"
 #include "meridian/node.h"
 #include "meridian/router.h"
 #include "meridian/storage.h"
@@ -40,6 +41,10 @@ static int start_role(mrd_node *node, mrd_msg *msg)
     case TOPO_ROLE_READER: {
         reader *r;
         return reader_start(node, &r, msg);
+    }
+    case TOPO_ROLE_AGENT: {
+        agent *a;
+        return agent_start(node, &a, msg);
     }
     case TOPO_ROLE_ROUTER: {
         router *r;

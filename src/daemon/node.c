@@ -190,7 +190,57 @@ int mrd_node_client_tls(const mrd_node *node, h2_tls **out, mrd_msg *msg)
     return h2_tls_client_new(&cfg, out, msg);
 }
 
-static const h2_server_cbs node_server_cbs = {.on_request = on_request, .on_close = on_req_close};
+static const mrd_stream_route *stream_route_of(mrd_node *node, h2_req *req)
+{
+    char path[256];
+    path_only(h2_req_path(req), path, sizeof(path));
+    for (int i = 0; i < node->stream_route_count; i++) {
+        const mrd_stream_route *r = &node->stream_routes[i];
+        if (strcmp(r->path, path) == 0 && strcmp(r->method, h2_req_method(req)) == 0) return r;
+    }
+    return NULL;
+}
+
+static h2_body_mode on_headers(h2_req *req, void *ud)
+{
+    mrd_node *node = ud;
+    const mrd_stream_route *r = stream_route_of(node, req);
+    if (r == NULL) return H2_BUFFER;
+    mrd_metric_inc(node->m_requests, 1);
+    return r->cbs->on_start(node, req, r->ud);
+}
+
+static void on_stream_data(h2_req *req, const uint8_t *data, size_t len, void *ud)
+{
+    mrd_node *node = ud;
+    const mrd_stream_route *r = stream_route_of(node, req);
+    if (r != NULL && r->cbs->on_data != NULL) r->cbs->on_data(node, req, data, len, r->ud);
+}
+
+static void on_stream_end(h2_req *req, void *ud)
+{
+    mrd_node *node = ud;
+    const mrd_stream_route *r = stream_route_of(node, req);
+    if (r != NULL && r->cbs->on_end != NULL) r->cbs->on_end(node, req, r->ud);
+}
+
+int mrd_node_stream_route(mrd_node *node, const char *method, const char *path,
+                          const mrd_stream_route_cbs *cbs, void *ud)
+{
+    if (node->stream_route_count >= MRD_NODE_STREAM_ROUTES_MAX) return MRD_ETOOBIG;
+    mrd_stream_route *r = &node->stream_routes[node->stream_route_count++];
+    snprintf(r->method, sizeof(r->method), "%s", method);
+    snprintf(r->path, sizeof(r->path), "%s", path);
+    r->cbs = cbs;
+    r->ud = ud;
+    return 0;
+}
+
+static const h2_server_cbs node_server_cbs = {.on_headers = on_headers,
+                                              .on_request = on_request,
+                                              .on_data = on_stream_data,
+                                              .on_end = on_stream_end,
+                                              .on_close = on_req_close};
 
 static void node_register_metrics(mrd_node *node)
 {

@@ -111,7 +111,10 @@ int reader_start(mrd_node *node, reader **out, mrd_msg *msg)
     if (r == NULL) return mrd_fail(msg, MRD_ENOMEM, "reader: out of memory");
     r->node = node;
     r->region = &node->topo.regions[node->self->region];
-    r->writer_node = &r->region->instances[r->region->writer];
+    /* a secondary region's log comes from its agent, in the writer's format */
+    r->writer_node = node->self->region == node->topo.primary_region
+                         ? &r->region->instances[r->region->writer]
+                         : &r->region->agent;
     r->pages_per_pg = node->topo.pg_size_bytes / node->topo.page_size;
     mrd_buf_init(&r->scratch);
     wire_frame_reader_init(&r->fr, 0);

@@ -110,8 +110,8 @@ static void on_connect(h2_client *c, int status, void *ud)
     }
     n->state = NODE_CONNECTED;
     MRD_INFO("vol_node_connected", "node=%s segment=%u", n->tn->id, n->seg);
-    if (v->phase == PHASE_FENCE || v->phase == PHASE_READY)
-        vol_fence_node(n);
+    if (v->phase == PHASE_FENCE || (v->phase == PHASE_READY && v->qw_live))
+        vol_fence_node(n); /* a replica of a volume never written has no epoch to fence at */
     else
         vol_recover_maybe_start(v);
 }

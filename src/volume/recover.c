@@ -257,6 +257,7 @@ static int init_writer(vol *v, mrd_msg *msg)
 
 static void begin_writer(vol *v)
 {
+    if (v->replica) return vol_replica_begin(v);
     uint64_t epoch = v->rec.epoch_max > v->epoch_seen ? v->rec.epoch_max : v->epoch_seen;
     uint64_t top = v->rec.vcl;
     if (v->rec.lost_max > top) top = v->rec.lost_max;

@@ -143,6 +143,7 @@ struct vol {
     void (*close_done)(void *ud);
     void *close_ud;
     bool ready_reported;
+    bool replica; /* vol_replica_open: another region's records, LSNs and epochs (replica.c) */
 };
 
 /* open.c */
@@ -170,6 +171,9 @@ void vol_scl_on_answer(vol_call *c, h2_call *call, int error);
 void vol_sink(void *ctx, const quorum_action *a);
 void vol_flush(vol *v);
 void vol_append_on_answer(vol_call *c, h2_call *call, int error);
+
+/* replica.c: a replica's recovery ends here instead of in a new epoch. */
+void vol_replica_begin(vol *v);
 
 /* write.c */
 void vol_dispatch_waiters(vol *v);

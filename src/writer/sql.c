@@ -178,11 +178,15 @@ void wr_sql_route(mrd_node *node, h2_req *req, void *ud)
     mrd_metric_inc(w->m_sql, 1);
     mrd_sql_error err;
     if (w->state != WR_READY) {
-        mrd_sql_fail(&err, 503, w->state == WR_FENCED ? "fenced" : "unavailable",
+        mrd_sql_fail(&err, 503,
+                     w->state == WR_FENCED    ? "fenced"
+                     : w->state == WR_STANDBY ? "secondary_region"
+                                              : "unavailable",
                      "the writer is %s%s%s",
                      w->state == WR_RECOVERING ? "recovering the volume"
                      : w->state == WR_OPENING  ? "opening the database"
                      : w->state == WR_FENCED   ? "fenced by a newer writer"
+                     : w->state == WR_STANDBY  ? "standing by"
                                                : "failed",
                      w->why[0] ? ": " : "", w->why);
         return respond_error(req, &err);

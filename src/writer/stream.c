@@ -156,6 +156,12 @@ void wr_stream_route(mrd_node *node, h2_req *req, void *ud)
     h2_header hdrs[2] = {{"content-type", "application/vnd.meridian.log"},
                          {"meridian-region", w->region->name}};
     uint64_t vdl = vol_vdl(w->vol);
+    /* ?from=LSN (the replication agent): start there when the backlog still holds what follows */
+    const char *q = strstr(h2_req_path(req), "?from=");
+    uint64_t from;
+    if (q != NULL && vol_parse_u64(q + 6, &from) == 0 && from < vdl && w->backlog.count > 0 &&
+        from + 1 >= w->backlog.first && from + 1 < w->backlog.first + w->backlog.count)
+        vdl = from;
     s->sent_lsn = vdl;
     if (h2_req_respond_start(req, 200, hdrs, 2) != 0 || send_mark(s, vdl, vdl) != 0)
         return stream_cut(s, "cannot start the stream");

@@ -11,7 +11,7 @@
 
 static const char *state_name(wr_state s)
 {
-    static const char *names[] = {"recovering", "opening", "ready", "fenced", "failed"};
+    static const char *names[] = {"recovering", "opening", "ready", "fenced", "failed", "standby"};
     return names[s];
 }
 
@@ -104,7 +104,7 @@ static void req_close_fn(mrd_node *node, h2_req *req, void *ud)
 
 static bool ready_fn(mrd_node *node, void *ud)
 {
-    return ((writer *)ud)->state == WR_READY;
+    return ((writer *)ud)->state == WR_READY || ((writer *)ud)->state == WR_STANDBY;
 }
 
 static void vol_closed(void *ud)
@@ -153,12 +153,32 @@ static void register_metrics(writer *w)
                               "The volume's VDL.");
 }
 
+/* A secondary region's writer opens nothing: its region's agent writes the volume. */
+static int writer_standby(writer *w, writer **out)
+{
+    mrd_node *node = w->node;
+    w->state = WR_STANDBY;
+    snprintf(w->why, sizeof(w->why),
+             "region %s is a secondary: its volume follows region %s through the agent; "
+             "write through the primary region",
+             w->region->name, node->topo.regions[node->topo.primary_region].name);
+    mrd_node_route(node, "POST", "/v1/sql", wr_sql_route, w);
+    node->status_fn = status_fn;
+    node->status_ud = w;
+    node->ready_fn = ready_fn;
+    node->ready_ud = w;
+    MRD_INFO("writer_standby", "region=%s", w->region->name);
+    *out = w;
+    return 0;
+}
+
 int writer_start(mrd_node *node, writer **out, mrd_msg *msg)
 {
     writer *w = calloc(1, sizeof(*w));
     if (w == NULL) return mrd_fail(msg, MRD_ENOMEM, "writer: out of memory");
     w->node = node;
     w->region = &node->topo.regions[node->self->region];
+    if (node->self->region != node->topo.primary_region) return writer_standby(w, out);
     w->max_pages = (uint64_t)QUORUM_PGS_MAX * (node->topo.pg_size_bytes / node->topo.page_size);
     register_metrics(w);
     int rc = wr_backlog_init(&w->backlog, WRITER_BACKLOG_RECORDS, 64u << 20);

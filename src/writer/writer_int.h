@@ -16,6 +16,7 @@ typedef enum {
     WR_READY,
     WR_FENCED, /* a newer writer exists */
     WR_FAILED,
+    WR_STANDBY, /* a secondary region's writer: idle, the agent feeds the volume */
 } wr_state;
 
 /* One reader streaming the log. */

@@ -1,0 +1,140 @@
+/* Inside the agent role: what agent.c, backlog.c, primary.c, secondary.c and log.c share. */
+#ifndef MERIDIAN_AGENT_INT_H
+#define MERIDIAN_AGENT_INT_H
+
+#include "meridian/agent.h"
+#include "meridian/volume.h"
+
+#define AG_TICK_MS 100u
+#define AG_RECONNECT_MS 500u
+#define AG_BEHIND_RETRY_MS 5000u /* a secondary the backlog cannot serve is tried again */
+#define AG_CPL_RING 65536u       /* commit points whose checksum a secondary keeps */
+#define AG_CHECKSUM_FILE "agent.checksum"
+
+/* Recent records by LSN, oldest first; LSNs increase but may skip (a writer restart). */
+typedef struct {
+    uint64_t lsn;
+    bool cpl;
+    mrd_buf enc;
+} ag_rec;
+
+typedef struct {
+    ag_rec *recs;
+    uint32_t head, count, cap;
+    uint64_t bytes, bytes_max;
+} ag_backlog;
+
+int ag_backlog_init(ag_backlog *b, uint32_t cap, uint64_t bytes_max);
+void ag_backlog_free(ag_backlog *b);
+int ag_backlog_put(ag_backlog *b, uint64_t lsn, bool cpl, const uint8_t *enc, size_t len);
+ag_rec *ag_backlog_at(const ag_backlog *b, uint32_t i);
+/* Index of the first record with lsn > x (count if none). */
+uint32_t ag_backlog_after(const ag_backlog *b, uint64_t x);
+void ag_backlog_drop_oldest(ag_backlog *b);
+void ag_backlog_truncate_after(ag_backlog *b, uint64_t lsn);
+bool ag_backlog_full(const ag_backlog *b);
+
+/* The primary's stream to one secondary region. */
+typedef enum { LINK_IDLE, LINK_CONNECTING, LINK_OPENING, LINK_STREAMING, LINK_BEHIND } ag_link_state;
+
+typedef struct {
+    agent *a;
+    int region; /* index into topo regions */
+    const topo_node *peer;
+    ag_link_state state;
+    h2_client *client;
+    h2_call *call;
+    bool closing; /* client to close from the tick */
+    wire_frame_reader fr;
+    uint64_t sent_lsn;
+    uint64_t retry_at_ms;
+    int checksum_match; /* 1 equal, 0 different, -1 not comparable yet */
+    uint64_t checksum_lsn;
+    uint32_t checksum;
+    char why[MRD_MSG_MAX];
+} ag_link;
+
+/* A local reader following a secondary's log (GET /v1/log). */
+typedef struct {
+    agent *a;
+    h2_req *req;
+    bool live;
+    uint64_t sent_lsn, sent_vdl;
+} ag_reader;
+
+struct agent {
+    mrd_node *node;
+    const topo_region *region;
+    int region_idx;
+    bool primary;
+    h2_tls *client_tls;
+    uv_timer_t tick;
+    bool stopping;
+    char ck_path[TOPO_PATH_MAX + 64];
+    bool ck_file;                 /* the checksum file existed at start */
+    uint64_t ck_lsn, ck_lsn_saved; /* from / to the checksum file */
+    uint32_t ck_crc;
+    ag_backlog backlog;
+    mrd_buf scratch, frame;
+    /* primary: following the writer's log */
+    const topo_node *writer_node;
+    h2_client *wc;
+    bool wc_closing;
+    h2_call *follow;
+    wire_frame_reader wfr;
+    bool follow_started, ever_started;
+    uint64_t follow_retry_at_ms;
+    uint64_t received_lsn, committed_lsn;
+    uint64_t commit_bytes; /* bytes received since the last commit */
+    uint32_t crc;
+    bool crc_known;
+    char gap[MRD_MSG_MAX]; /* why the log cannot continue, or empty */
+    ag_lag lag;
+    bool lag_ready;
+    ag_link links[TOPO_REGIONS_MAX];
+    /* secondary */
+    vol *vol;
+    bool vol_ready;        /* recovered, resume point known */
+    uint64_t open_head;    /* the chain head recovery found */
+    uint64_t chain_lsn;    /* last record taken (submitted or checksummed) */
+    uint64_t vdl;          /* local VDL */
+    h2_req *in;            /* the primary's stream */
+    char in_peer[TOPO_NAME_MAX];
+    wire_frame_reader ifr;
+    mrd_buf inbox, raw;
+    wire_batch_iter pend_it;
+    bool pend;   /* raw holds a batch taken up to pend_it */
+    bool paused;
+    uint64_t *cpl_lsn; /* ring of commit points and their checksums */
+    uint32_t *cpl_crc;
+    uint32_t cpl_head, cpl_count;
+    uint64_t acked_lsn;
+    uint64_t records_in, frames_in, bytes_in, streams_refused;
+    char in_why[MRD_MSG_MAX];
+    ag_reader readers[AG_READERS_MAX];
+    mrd_metric *m_lag_ms, *m_records, *m_bytes_raw, *m_bytes_sent, *m_durable;
+};
+
+/* agent.c */
+void ag_checksum_save(agent *a, uint64_t lsn, uint32_t crc);
+
+/* primary.c */
+int ag_primary_start(agent *a, mrd_msg *msg);
+void ag_primary_tick(agent *a, uint64_t now);
+void ag_primary_stop(agent *a);
+void ag_primary_status(agent *a, mrd_buf *out);
+
+/* secondary.c */
+int ag_secondary_start(agent *a, mrd_msg *msg);
+void ag_secondary_tick(agent *a, uint64_t now);
+void ag_secondary_stop(agent *a);
+void ag_secondary_status(agent *a, mrd_buf *out);
+void ag_secondary_closed(agent *a, h2_req *req);
+
+/* log.c: GET /v1/log for a secondary's readers */
+void ag_log_route(mrd_node *node, h2_req *req, void *ud);
+void ag_log_pump(agent *a);
+void ag_log_closed(agent *a, h2_req *req);
+void ag_log_end(agent *a);
+
+#endif
