@@ -53,6 +53,14 @@ int ctl_down(ctl_ctx *ctx, uint64_t grace_ms, bool purge, mrd_msg *msg);
 /* Prints every process with id, role, AZ, address, state and pid (a table, or JSON). */
 int ctl_status(ctl_ctx *ctx, bool json, mrd_msg *msg);
 
+/*
+ * `meridian lag`: the primary region's agent's view of every region — name, role, lag_ms
+ * (age of the oldest committed record a secondary does not hold durably, by the primary's
+ * clock), lsn_gap, bytes_gap, durable_lsn — as a table or one JSON object {"regions":[...]};
+ * with watch, again every second until interrupted.
+ */
+int ctl_lag(ctl_ctx *ctx, bool json, bool watch, mrd_msg *msg);
+
 /* The pid of a running meridiand for this id, or 0. */
 pid_t ctl_running_pid(const ctl_ctx *ctx, const topo_node *node);
 

@@ -110,6 +110,7 @@ struct agent {
     uint32_t cpl_head, cpl_count;
     uint64_t acked_lsn;
     uint64_t records_in, frames_in, bytes_in, streams_refused;
+    uint64_t in_frames; /* frames of the current stream */
     char in_why[MRD_MSG_MAX];
     ag_reader readers[AG_READERS_MAX];
     mrd_metric *m_lag_ms, *m_records, *m_bytes_raw, *m_bytes_sent, *m_durable;

@@ -53,6 +53,7 @@ static void in_reset_state(agent *a)
     a->pend = false;
     a->paused = false;
     a->inbox.len = 0;
+    a->in_frames = 0;
     wire_frame_reader_close(&a->ifr);
     wire_frame_reader_init(&a->ifr, 0);
 }
@@ -120,14 +121,16 @@ static bool take_pending(agent *a)
 static int on_frame(agent *a, const wire_frame *f, mrd_msg *msg)
 {
     if (f->len < 1 || f->data[0] != AG_FRAME_BATCH)
-        return mrd_fail(msg, MRD_EPARSE, "frame %llu: expected tag 'Z' (a compressed batch)",
-                        (unsigned long long)a->frames_in + 1);
+        return mrd_fail(msg, MRD_EPARSE, "frame %llu of the stream: expected tag 'Z' (a "
+                                         "compressed batch), got 0x%02x",
+                        (unsigned long long)a->in_frames + 1, f->len ? f->data[0] : 0);
     wire_batch batch;
     int rc = ag_frame_batch_decode(f->data + 1, f->len - 1, &a->raw, &batch, msg);
     if (rc != 0) return rc;
     wire_batch_iter_init(&a->pend_it, &batch);
     a->pend = true;
     a->frames_in++;
+    a->in_frames++;
     return 0;
 }
 

@@ -27,6 +27,9 @@ static const char usage_text[] =
     "  sql TOPOLOGY [--endpoint cluster|reader|custom:NAME|global_writer|instance:ID]\n"
     "      [--region NAME] [--json] [--params JSON] [--consistency C] [--after-lsn N] \"SQL\"\n"
     "                                 run SQL through an endpoint; print a table or JSON\n"
+    "  lag TOPOLOGY [--data DIR] [--json] [--watch]\n"
+    "                                 cross-region lag at the primary's agent: per region\n"
+    "                                 lag_ms, LSN and byte gap, durable LSN; --watch: every s\n"
     "  volume-bench TOPOLOGY [--data DIR] [--records N] [--inflight K] [--delta-bytes B]\n"
     "               [--pages P] [--duration-ms D] [--log FILE] [--json]\n"
     "                                 write records to the volume, report throughput and\n"
@@ -48,6 +51,7 @@ typedef struct {
     bool purge;
     bool json;
     const char *role; /* up / down: only processes of this role */
+    bool watch;       /* lag: print again every second */
 } cli_args;
 
 static int parse_args(int argc, char **argv, cli_args *a)
@@ -56,6 +60,7 @@ static int parse_args(int argc, char **argv, cli_args *a)
         {"data", required_argument, NULL, 'd'},     {"timeout-ms", required_argument, NULL, 't'},
         {"grace-ms", required_argument, NULL, 'g'}, {"purge", no_argument, NULL, 'p'},
         {"json", no_argument, NULL, 'j'},           {"help", no_argument, NULL, 'h'},
+        {"watch", no_argument, NULL, 'W'},
         {"role", required_argument, NULL, 'r'},     {NULL, 0, NULL, 0},
     };
     a->timeout_ms = CTL_UP_TIMEOUT_MS_DEFAULT;
@@ -80,6 +85,9 @@ static int parse_args(int argc, char **argv, cli_args *a)
             break;
         case 'r':
             a->role = optarg;
+            break;
+        case 'W':
+            a->watch = true;
             break;
         default:
             return -1;
@@ -120,6 +128,7 @@ static int run(const cli_args *a, const topology *topo, mrd_msg *msg)
     if (strcmp(a->command, "up") == 0) return ctl_up(&ctx, a->timeout_ms, msg);
     if (strcmp(a->command, "down") == 0) return ctl_down(&ctx, a->grace_ms, a->purge, msg);
     if (strcmp(a->command, "status") == 0) return ctl_status(&ctx, a->json, msg);
+    if (strcmp(a->command, "lag") == 0) return ctl_lag(&ctx, a->json, a->watch, msg);
     return mrd_fail(msg, MRD_EINVAL, "unknown command: %s", a->command);
 }
 

@@ -12,6 +12,9 @@ typedef struct {
     long pid;          /* 0: none */
     bool has_scl, has_vdl, has_epoch, has_lag; /* what roles report on /v1/status */
     uint64_t scl, vdl, epoch, lag_ms, lag_lsn;
+    bool has_checksum; /* agents: the rolling checksum of the volume at checksum_lsn */
+    uint64_t checksum_lsn;
+    char checksum[16];
     char detail[MRD_MSG_MAX];
 } status_row;
 
@@ -38,6 +41,11 @@ static void read_volume_fields(status_row *row, const h2_result *res)
     row->has_epoch = mrd_json_get_u64(&doc, root, "epoch", &row->epoch);
     row->has_lag = mrd_json_get_u64(&doc, root, "lag_ms", &row->lag_ms);
     mrd_json_get_u64(&doc, root, "lag_lsn", &row->lag_lsn);
+    const mrd_json *ck = mrd_json_get(&doc, root, "checksum");
+    const char *text = ck != NULL ? mrd_json_str(&doc, ck) : NULL;
+    row->has_checksum = text != NULL && strlen(text) < sizeof(row->checksum) &&
+                        mrd_json_get_u64(&doc, root, "checksum_lsn", &row->checksum_lsn);
+    if (row->has_checksum) snprintf(row->checksum, sizeof(row->checksum), "%s", text);
     mrd_json_free(&doc);
 }
 
@@ -55,6 +63,26 @@ static bool region_vdl(const status_table *t, int region, uint64_t *vdl)
         any = true;
     }
     return any;
+}
+
+/* Agents of two regions whose checksums differ at the same LSN: true, and prints them. */
+static bool checksum_mismatch(const status_table *t, FILE *out)
+{
+    bool found = false;
+    for (int i = 0; i < t->count; i++)
+        for (int j = i + 1; j < t->count; j++) {
+            const status_row *a = &t->rows[i], *b = &t->rows[j];
+            if (a->node->role != TOPO_ROLE_AGENT || b->node->role != TOPO_ROLE_AGENT ||
+                !a->has_checksum || !b->has_checksum || a->checksum_lsn != b->checksum_lsn ||
+                strcmp(a->checksum, b->checksum) == 0)
+                continue;
+            found = true;
+            if (out != NULL)
+                fprintf(out, "checksum mismatch: %s has %s and %s has %s at LSN %llu\n",
+                        a->node->id, a->checksum, b->node->id, b->checksum,
+                        (unsigned long long)a->checksum_lsn);
+        }
+    return found;
 }
 
 /* running: answers as the pid its pid file names; foreign: something else answers there. */
@@ -121,6 +149,12 @@ static void print_table(const ctl_ctx *ctx, const status_table *t)
             fprintf(out, "volume of region %s: VDL %llu\n", ctx->topo->regions[i].name,
                     (unsigned long long)vdl);
     }
+    for (int i = 0; i < t->count; i++)
+        if (t->rows[i].has_checksum)
+            fprintf(out, "checksum of region %s: %s at LSN %llu\n",
+                    ctx->topo->regions[t->rows[i].node->region].name, t->rows[i].checksum,
+                    (unsigned long long)t->rows[i].checksum_lsn);
+    checksum_mismatch(t, out);
 }
 
 static void print_json(const ctl_ctx *ctx, const status_table *t)
@@ -167,7 +201,7 @@ static void print_json(const ctl_ctx *ctx, const status_table *t)
         else
             mrd_buf_printf(&b, ",\"vdl\":null}");
     }
-    mrd_buf_printf(&b, "]}\n");
+    mrd_buf_printf(&b, "],\"checksum_mismatch\":%s}\n", checksum_mismatch(t, NULL) ? "true" : "false");
     fwrite(b.data, 1, b.len, ctx->out);
     mrd_buf_free(&b);
 }
