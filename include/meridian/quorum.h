@@ -108,6 +108,8 @@ typedef enum {
     QUORUM_ACT_GAP,     /* segment: ask a peer for its records in (after, lsn] */
     QUORUM_ACT_SERVE,   /* segment: send *rec to peer segment seg */
     QUORUM_ACT_FENCE,   /* segment: persist fence (epoch, lsn) and drop the log records it voids */
+    QUORUM_ACT_SERVE_OLD, /* segment: peer seg asks for (after, lsn], records it forgot: serve
+                             them from the segment log (durable, complete) */
 } quorum_act_kind;
 
 typedef struct {
@@ -151,6 +153,8 @@ typedef struct {
     uint64_t highest;       /* highest durable LSN it holds */
     uint64_t floor_head;    /* highest durable LSN <= floor it holds (0: none) */
     uint64_t floor_cpl;     /* highest durable CPL <= floor it holds (0: none) */
+    uint64_t vdl;           /* the highest VDL a writer reported to the segment's node (0:
+                               none); the glue fills it, seg_chain_report leaves it 0 */
     const quorum_hdr *hdrs; /* durable records above floor, ascending LSN */
     uint32_t n_hdrs;
 } quorum_report;
@@ -168,9 +172,14 @@ typedef struct {
 
 /*
  * Round one: with reports (headers not needed) from >= 3 distinct segments of
- * each of pg_count PGs, *floor = the lowest, over PGs, of the PG's highest SCL.
- * Every record at or below floor is held by some reporter (the one with that
- * PG's highest SCL). MRD_EBUSY when a PG lacks a read quorum.
+ * each of pg_count PGs, *floor = the higher of (the lowest, over PGs, of the
+ * PG's highest SCL) and (the highest VDL any reporter heard). Every record at
+ * or below the first is held by some reporter (the one with that PG's highest
+ * SCL); every record at or below a reported VDL was durable on 4 of the 6
+ * segments of its PG, so one of any 3 reporters holds it (or held it and
+ * remembers the PG's head and last CPL there: see SC_EV_FORGET), and no
+ * reporter forgot anything above the VDL it heard. MRD_EBUSY when a PG lacks a
+ * read quorum.
  */
 int quorum_recover_floor(uint32_t pg_count, const quorum_report *reports, uint32_t n,
                          uint64_t *floor, mrd_msg *msg);
@@ -304,7 +313,10 @@ typedef struct {
     uint8_t seg;
     uint32_t held_max;          /* records held in memory; beyond, MRD_EBUSY */
     uint64_t gap_retry_ms;      /* how often to (re-)ask peers for missing records */
-    uint64_t scl_base;          /* known-complete point (0: the PG's beginning) */
+    uint64_t scl_base;          /* forget point: the PG's record at which every record
+                                   up to it is durable, chained and no longer held (0:
+                                   the PG's beginning) */
+    uint64_t base_cpl;          /* the PG's last CPL at or below scl_base (0: none) */
     uint64_t epoch;             /* from the segment's metadata */
     const quorum_fence *fences; /* from the segment's metadata */
     uint32_t n_fences;
@@ -317,6 +329,8 @@ typedef enum {
     SC_EV_GAP_REQ, /* peer seg asks for records in (after, upto] */
     SC_EV_FENCE,   /* the writer fences: epoch, truncate_lsn */
     SC_EV_TICK,    /* time passes: ask for gaps, re-announce SCL */
+    SC_EV_FORGET,  /* drop held records at or below min(upto, SCL): they are durable and
+                      the glue can read them back from its log; the base moves up */
 } sc_event_kind;
 
 typedef struct {
@@ -331,6 +345,7 @@ typedef struct {
             uint64_t upto;
         } gap;
         quorum_fence fence;
+        uint64_t upto; /* FORGET */
     };
 } sc_event;
 
@@ -340,6 +355,8 @@ typedef struct {
     uint64_t gaps_asked;
     uint64_t served;
     uint64_t discarded; /* records voided by a fence */
+    uint64_t forgotten; /* records dropped by FORGET */
+    uint64_t served_old; /* gap requests passed to the log (SERVE_OLD) */
 } seg_chain_stats;
 
 typedef struct {
@@ -382,11 +399,21 @@ void seg_chain_close(seg_chain *c);
  * MRD_EBUSY (held_max). Fences may arrive in any order and more than once: a
  * record of epoch e is valid while lsn <= truncate_lsn of every fence of an
  * epoch above e. The segment's epoch is the highest fence's.
+ *
+ * FORGET keeps memory bounded: the glue forgets up to what its log and page
+ * files keep findable and what no recovery will ask about (at most the VDL a
+ * writer reported: see quorum_recover_floor). A record at or below the base
+ * that arrives again is a duplicate and is acknowledged; a gap request
+ * reaching below the base becomes SERVE_OLD for the part the log must answer.
  */
 int seg_chain_step(seg_chain *c, const sc_event *ev, quorum_sink sink);
 
 uint64_t seg_chain_scl(const seg_chain *c);
 uint64_t seg_chain_epoch(const seg_chain *c);
+/* The forget point: every record at or below it is durable and no longer held (0: none). */
+uint64_t seg_chain_base(const seg_chain *c);
+/* The last CPL at or below the forget point (0: none). */
+uint64_t seg_chain_base_cpl(const seg_chain *c);
 /* Whether the segment holds lsn durably. */
 bool seg_chain_has_durable(const seg_chain *c, uint64_t lsn);
 /* Whether the segment holds lsn at all (durable or waiting for its fdatasync); after a
@@ -394,7 +421,10 @@ bool seg_chain_has_durable(const seg_chain *c, uint64_t lsn);
 bool seg_chain_holds(const seg_chain *c, uint64_t lsn);
 /*
  * Fills *out for a recovery read at floor, writing the headers of durable
- * records above floor into hdrs (MRD_ETOOBIG beyond hdrs_max).
+ * records above floor into hdrs (MRD_ETOOBIG beyond hdrs_max). MRD_ESTATE when
+ * floor lies below the forget point (the records between are no longer held:
+ * ask again at a floor at or above seg_chain_base). The forgotten records
+ * still count for floor_head, floor_cpl and highest.
  */
 int seg_chain_report(const seg_chain *c, uint64_t floor, quorum_report *out, quorum_hdr *hdrs,
                      uint32_t hdrs_max);

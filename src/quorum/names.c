@@ -9,6 +9,7 @@ const char *quorum_act_name(quorum_act_kind kind)
         [QUORUM_ACT_PERSIST] = "PERSIST", [QUORUM_ACT_SCL] = "SCL",
         [QUORUM_ACT_ACK] = "ACK",         [QUORUM_ACT_GAP] = "GAP",
         [QUORUM_ACT_SERVE] = "SERVE",     [QUORUM_ACT_FENCE] = "FENCE",
+        [QUORUM_ACT_SERVE_OLD] = "SERVE_OLD",
     };
     if ((unsigned)kind >= MRD_ARRAY_LEN(names) || !names[kind]) return "?";
     return names[kind];

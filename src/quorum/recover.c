@@ -15,13 +15,14 @@ typedef struct {
 } rec_hdr;
 
 static int check_quorum(uint32_t pg_count, const quorum_report *reports, uint32_t n,
-                        uint64_t pgcl[QUORUM_PGS_MAX], mrd_msg *msg)
+                        uint64_t pgcl[QUORUM_PGS_MAX], uint64_t *vdl_max, mrd_msg *msg)
 {
     if (pg_count == 0 || pg_count > QUORUM_PGS_MAX)
         return mrd_fail(msg, MRD_EINVAL, "recovery: pg_count %u outside 1..%u", pg_count,
                         QUORUM_PGS_MAX);
     uint8_t seen[QUORUM_PGS_MAX] = {0};
     memset(pgcl, 0, QUORUM_PGS_MAX * sizeof(pgcl[0]));
+    *vdl_max = 0;
     for (uint32_t i = 0; i < n; i++) {
         const quorum_report *r = &reports[i];
         if (r->pg >= pg_count || r->seg >= QUORUM_SEGMENTS || r->scl > r->highest ||
@@ -30,6 +31,7 @@ static int check_quorum(uint32_t pg_count, const quorum_report *reports, uint32_
                             r->pg, r->seg);
         seen[r->pg] |= (uint8_t)(1u << r->seg);
         if (r->scl > pgcl[r->pg]) pgcl[r->pg] = r->scl;
+        if (r->vdl > *vdl_max) *vdl_max = r->vdl;
     }
     for (uint32_t p = 0; p < pg_count; p++) {
         unsigned count = 0;
@@ -45,13 +47,14 @@ static int check_quorum(uint32_t pg_count, const quorum_report *reports, uint32_
 int quorum_recover_floor(uint32_t pg_count, const quorum_report *reports, uint32_t n,
                          uint64_t *floor, mrd_msg *msg)
 {
-    uint64_t pgcl[QUORUM_PGS_MAX];
-    int rc = check_quorum(pg_count, reports, n, pgcl, msg);
+    uint64_t pgcl[QUORUM_PGS_MAX], vdl_max;
+    int rc = check_quorum(pg_count, reports, n, pgcl, &vdl_max, msg);
     if (rc) return rc;
     uint64_t low = QUORUM_LSN_MAX;
     for (uint32_t p = 0; p < pg_count; p++)
         if (pgcl[p] < low) low = pgcl[p];
-    *floor = low;
+    /* A reported VDL is as good a floor (quorum.h), and no reporter forgot above it. */
+    *floor = low > vdl_max ? low : vdl_max;
     return 0;
 }
 
@@ -152,11 +155,11 @@ static int walk(const rec_hdr *all, size_t count, uint64_t floor, quorum_recover
 int quorum_recover(uint32_t pg_count, uint64_t floor, const quorum_report *reports, uint32_t n,
                    quorum_recovery *out, mrd_msg *msg)
 {
-    uint64_t pgcl[QUORUM_PGS_MAX];
+    uint64_t pgcl[QUORUM_PGS_MAX], vdl_max;
     memset(out, 0, sizeof(*out));
-    int rc = check_quorum(pg_count, reports, n, pgcl, msg);
+    int rc = check_quorum(pg_count, reports, n, pgcl, &vdl_max, msg);
     if (rc) return rc;
-    for (uint32_t p = 0; p < pg_count; p++)
+    for (uint32_t p = 0; p < pg_count && floor > vdl_max; p++)
         if (pgcl[p] < floor)
             return mrd_fail(msg, MRD_EINVAL, "recovery: floor %llu above pg %u's SCL %llu",
                             (unsigned long long)floor, p, (unsigned long long)pgcl[p]);

@@ -5,6 +5,13 @@
  * Because every record of the PG has exactly one successor, the record right
  * after SCL in LSN order either links to SCL (the chain grows) or it does not
  * (a gap: the records in (SCL, its back-link] are missing).
+ *
+ * Forgetting: records at or below min(upto, SCL) leave memory (FORGET) and
+ * the base (cfg.scl_base) moves to the last of them. They were durable and
+ * chained, so SCL still starts from a complete point; the base's LSN and the
+ * last CPL at or below it stand in for them in reports; a copy of one that
+ * arrives again is a duplicate; a peer asking for them is told to read the
+ * log (SERVE_OLD).
  */
 #include <assert.h>
 #include <stdlib.h>
@@ -153,8 +160,9 @@ static int on_record(seg_chain *c, const quorum_rec *r, bool loaded, quorum_sink
     uint32_t i = lower_bound(c, r->lsn);
     if (r->lsn <= c->cfg.scl_base || (i < c->n_recs && c->recs[i].rec.lsn == r->lsn)) {
         c->stats.dups++;
-        /* The writer re-sends when an ack was lost: say again that it is durable. */
-        if (!loaded && r->lsn > c->cfg.scl_base && c->recs[i].durable)
+        /* The writer re-sends when an ack was lost: say again that it is durable (every
+         * record at or below the base is). */
+        if (!loaded && (r->lsn <= c->cfg.scl_base || c->recs[i].durable))
             emit_ack(c, &r->lsn, 1, sink);
         return 0;
     }
@@ -201,6 +209,17 @@ static void on_synced(seg_chain *c, uint64_t seq, quorum_sink sink)
 static void on_gap_req(seg_chain *c, const sc_event *ev, quorum_sink sink)
 {
     if (ev->gap.seg >= QUORUM_SEGMENTS || ev->gap.after >= ev->gap.upto) return;
+    if (ev->gap.after < c->cfg.scl_base) { /* forgotten: the log answers, up to the base */
+        uint64_t upto = ev->gap.upto < c->cfg.scl_base ? ev->gap.upto : c->cfg.scl_base;
+        quorum_action a = {.kind = QUORUM_ACT_SERVE_OLD,
+                           .pg = c->cfg.pg,
+                           .seg = ev->gap.seg,
+                           .after = ev->gap.after,
+                           .lsn = upto};
+        emit(sink, &a);
+        c->stats.served_old++;
+        return;
+    }
     uint32_t served = 0;
     for (uint32_t i = lower_bound(c, ev->gap.after + 1); i < c->n_recs; i++) {
         if (c->recs[i].rec.lsn > ev->gap.upto || served == QUORUM_SERVE_MAX) break;
@@ -210,6 +229,27 @@ static void on_gap_req(seg_chain *c, const sc_event *ev, quorum_sink sink)
         served++;
     }
     c->stats.served += served;
+}
+
+/*
+ * Drops the held records at or below min(upto, SCL). All of them are durable
+ * (SCL counts only durable records) and none is waiting for a fdatasync.
+ */
+static void on_forget(seg_chain *c, uint64_t upto)
+{
+    uint64_t limit = upto < c->scl ? upto : c->scl;
+    uint32_t n = lower_bound(c, limit + 1);
+    if (n == 0) return;
+    assert(n <= c->scl_idx);
+    for (uint32_t i = 0; i < n; i++) {
+        assert(c->recs[i].durable);
+        if (c->recs[i].rec.is_cpl) c->cfg.base_cpl = c->recs[i].rec.lsn;
+    }
+    c->cfg.scl_base = c->recs[n - 1].rec.lsn;
+    memmove(c->recs, c->recs + n, (c->n_recs - n) * sizeof(c->recs[0]));
+    c->n_recs -= n;
+    c->scl_idx -= n;
+    c->stats.forgotten += n;
 }
 
 /* Drops held records that the fences void; SCL is walked again from the base. */
@@ -312,6 +352,9 @@ int seg_chain_step(seg_chain *c, const sc_event *ev, quorum_sink sink)
     case SC_EV_TICK:
         on_tick(c, ev->now_ms, sink);
         break;
+    case SC_EV_FORGET:
+        on_forget(c, ev->upto);
+        break;
     default:
         rc = MRD_EINVAL;
     }
@@ -332,6 +375,16 @@ uint64_t seg_chain_epoch(const seg_chain *c)
     return c->epoch;
 }
 
+uint64_t seg_chain_base(const seg_chain *c)
+{
+    return c->cfg.scl_base;
+}
+
+uint64_t seg_chain_base_cpl(const seg_chain *c)
+{
+    return c->cfg.base_cpl;
+}
+
 bool seg_chain_has_durable(const seg_chain *c, uint64_t lsn)
 {
     uint32_t i = lower_bound(c, lsn);
@@ -348,8 +401,14 @@ int seg_chain_report(const seg_chain *c, uint64_t floor, quorum_report *out, quo
                      uint32_t hdrs_max)
 {
     if (floor < c->cfg.scl_base) return MRD_ESTATE; /* records below were forgotten */
-    *out = (quorum_report){
-        .pg = c->cfg.pg, .seg = c->cfg.seg, .epoch = c->epoch, .scl = c->scl, .hdrs = hdrs};
+    *out = (quorum_report){.pg = c->cfg.pg,
+                           .seg = c->cfg.seg,
+                           .epoch = c->epoch,
+                           .scl = c->scl,
+                           .highest = c->cfg.scl_base,
+                           .floor_head = c->cfg.scl_base,
+                           .floor_cpl = c->cfg.base_cpl,
+                           .hdrs = hdrs};
     for (uint32_t i = 0; i < c->n_recs; i++) {
         const quorum_rec *r = &c->recs[i].rec;
         if (!c->recs[i].durable) continue;

@@ -70,6 +70,7 @@ typedef struct {
     uint8_t from, to; /* node indexes, or SIM_WRITER */
     uint32_t pg;
     quorum_rec rec;      /* M_REC */
+    uint64_t vdl;        /* M_REC: the VDL its sender knew (a writer's, or a peer's) */
     uint64_t scl, epoch; /* M_ACK */
     uint64_t *lsns;      /* M_ACK, malloc'd */
     uint32_t n_lsns;
@@ -101,6 +102,7 @@ typedef struct {
 typedef struct {
     uint32_t pgs, drop_ppm, dup_ppm, delay_max, txn_ppm, crash_ppm, restart_ppm, wrestart_ppm;
     uint32_t inflight_max, retain_max, resend_ms, gap_retry_ms, load_ms;
+    uint32_t forget_ppm; /* per tick and segment: forget up to a random point <= its VDL */
 } sim_params;
 
 typedef struct sim sim;
@@ -128,6 +130,7 @@ struct sim {
     chain_ctx cctx[SIM_NODES][SIM_PGS_MAX];
     disk disks[SIM_NODES][SIM_PGS_MAX];
     uint64_t scl_verified[SIM_NODES][SIM_PGS_MAX];
+    uint64_t node_vdl[SIM_NODES]; /* the highest VDL the node heard (kept across a crash) */
     /* writer */
     qw w;
     uint64_t epoch;
@@ -295,7 +298,12 @@ static void writer_action(void *ctx, const quorum_action *a)
     sim *s = ctx;
     switch (a->kind) {
     case QUORUM_ACT_SEND: {
-        msg m = {.kind = M_REC, .from = SIM_WRITER, .to = a->seg, .pg = a->pg, .rec = *a->rec};
+        msg m = {.kind = M_REC,
+                 .from = SIM_WRITER,
+                 .to = a->seg,
+                 .pg = a->pg,
+                 .rec = *a->rec,
+                 .vdl = qw_vdl(&s->w)};
         if (s->up[a->seg]) net_send(s, m);
         break;
     }
@@ -345,6 +353,27 @@ static void disk_fence(sim *s, disk *d, quorum_fence f)
     d->sync_count = kept_sync;
 }
 
+/* The durable records of (after, lsn] from the node's disk, at most QUORUM_SERVE_MAX. */
+static void serve_old(sim *s, uint8_t node, uint32_t pg, const quorum_action *a)
+{
+    const disk *d = &s->disks[node][pg];
+    uint32_t served = 0;
+    tr(s, "s%u pg %u serves s%u (%llu,%llu] from its log", node, pg, a->seg,
+       (unsigned long long)a->after, (unsigned long long)a->lsn);
+    for (uint64_t lsn = a->after + 1; lsn <= a->lsn && lsn <= SIM_LSN_MAX; lsn++) {
+        if (d->st[lsn] != 2 || s->recs[lsn].r.pg != pg) continue;
+        if (served++ == QUORUM_SERVE_MAX) break;
+        msg m = {.kind = M_REC,
+                 .from = node,
+                 .to = a->seg,
+                 .pg = pg,
+                 .rec = s->recs[lsn].r,
+                 .vdl = s->node_vdl[node]};
+        s->res->served++;
+        net_send(s, m);
+    }
+}
+
 static void chain_action(void *ctx, const quorum_action *a)
 {
     chain_ctx *c = ctx;
@@ -389,11 +418,19 @@ static void chain_action(void *ctx, const quorum_action *a)
         break;
     }
     case QUORUM_ACT_SERVE: {
-        msg m = {.kind = M_REC, .from = c->node, .to = a->seg, .pg = c->pg, .rec = *a->rec};
+        msg m = {.kind = M_REC,
+                 .from = c->node,
+                 .to = a->seg,
+                 .pg = c->pg,
+                 .rec = *a->rec,
+                 .vdl = s->node_vdl[c->node]};
         s->res->served++;
         net_send(s, m);
         break;
     }
+    case QUORUM_ACT_SERVE_OLD: /* forgotten records: the disk (the node's log) has them */
+        serve_old(s, c->node, c->pg, a);
+        break;
     case QUORUM_ACT_FENCE:
         disk_fence(s, d, (quorum_fence){.epoch = a->epoch, .truncate_lsn = a->lsn});
         break;
@@ -439,6 +476,7 @@ static void deliver(sim *s, msg *m)
     } else {
         ev.kind = SC_EV_RECORD;
         ev.rec = &m->rec;
+        if (m->vdl > s->node_vdl[m->to]) s->node_vdl[m->to] = m->vdl;
     }
     int rc = seg_chain_step(c, &ev, chain_sink(s, m->to, m->pg));
     if (rc && rc != MRD_ESTALE && rc != MRD_ESTATE)
@@ -557,26 +595,41 @@ static void pick_live(sim *s, uint8_t *out, uint32_t k)
     }
 }
 
+/* Every PG's report from the read quorum `nodes` at floor, with each node's VDL. */
+static int reports_at(sim *s, const uint8_t nodes[QUORUM_READ], uint64_t floor,
+                      quorum_report *reps, uint32_t *n, mrd_msg *msg)
+{
+    *n = 0;
+    for (uint32_t k = 0; k < QUORUM_READ; k++) {
+        for (uint32_t pg = 0; pg < s->p.pgs; pg++, (*n)++) {
+            const seg_chain *c = &s->chains[nodes[k]][pg];
+            bool hdrs = floor != QUORUM_LSN_MAX;
+            int rc = seg_chain_report(c, floor, &reps[*n], hdrs ? s->hdrs[*n] : NULL,
+                                      hdrs ? SIM_LSN_MAX : 0);
+            if (rc)
+                return mrd_fail(msg, rc, "s%u pg %u: report at floor %llu (base %llu): %s",
+                                nodes[k], pg, (unsigned long long)floor,
+                                (unsigned long long)seg_chain_base(c), mrd_errname(rc));
+            reps[*n].vdl = s->node_vdl[nodes[k]];
+        }
+    }
+    return 0;
+}
+
 /* Recovery at the read quorum `nodes`; checks that nothing promised is lost. */
 static int recover_at(sim *s, const uint8_t nodes[QUORUM_READ], quorum_recovery *out)
 {
     quorum_report reps[QUORUM_READ * SIM_PGS_MAX];
     uint32_t n = 0;
-    for (uint32_t k = 0; k < QUORUM_READ; k++)
-        for (uint32_t pg = 0; pg < s->p.pgs; pg++, n++)
-            seg_chain_report(&s->chains[nodes[k]][pg], QUORUM_LSN_MAX, &reps[n], NULL, 0);
+    mrd_msg msg = {{0}};
+    int rc = reports_at(s, nodes, QUORUM_LSN_MAX, reps, &n, &msg);
     uint64_t floor = 0;
-    mrd_msg msg;
-    int rc = quorum_recover_floor(s->p.pgs, reps, n, &floor, &msg);
-    for (uint32_t i = 0; i < n && !rc; i++)
-        rc = seg_chain_report(&s->chains[nodes[i / s->p.pgs]][i % s->p.pgs], floor, &reps[i],
-                              s->hdrs[i], SIM_LSN_MAX);
+    if (!rc) rc = quorum_recover_floor(s->p.pgs, reps, n, &floor, &msg);
+    if (!rc) rc = reports_at(s, nodes, floor, reps, &n, &msg);
     if (!rc) rc = quorum_recover(s->p.pgs, floor, reps, n, out, &msg);
     if (!rc && out->again) { /* the last CPL lies below the floor: again, at it */
         floor = out->vdl;
-        for (uint32_t i = 0; i < n && !rc; i++)
-            rc = seg_chain_report(&s->chains[nodes[i / s->p.pgs]][i % s->p.pgs], floor, &reps[i],
-                                  s->hdrs[i], SIM_LSN_MAX);
+        rc = reports_at(s, nodes, floor, reps, &n, &msg);
         if (!rc) rc = quorum_recover(s->p.pgs, floor, reps, n, out, &msg);
         if (!rc && out->again) rc = MRD_EINVAL, snprintf(msg.text, sizeof(msg.text), "again twice");
     }
@@ -762,6 +815,22 @@ static void faults(sim *s)
 
 /* ---- the run ----------------------------------------------------------------------------- */
 
+/* Forgets up to a random point at or below the node's VDL, as a storage node does. */
+static void forget(sim *s, uint8_t n, uint32_t pg)
+{
+    seg_chain *c = &s->chains[n][pg];
+    uint64_t base = seg_chain_base(c);
+    sc_event ev = {.kind = SC_EV_FORGET,
+                   .now_ms = s->now,
+                   .upto = rnd(&s->rng, (uint32_t)s->node_vdl[n] + 1)};
+    if (seg_chain_step(c, &ev, chain_sink(s, n, pg)) != 0) fail(s, "forget refused");
+    if (seg_chain_base(c) == base) return;
+    s->res->forgotten += seg_chain_base(c) - base; /* LSNs, of any PG */
+    tr(s, "s%u pg %u forgets up to %llu", n, pg, (unsigned long long)seg_chain_base(c));
+    if (seg_chain_base(c) > s->node_vdl[n] || seg_chain_base(c) > seg_chain_scl(c))
+        fail(s, "s%u pg %u forgot past its VDL or SCL", n, pg);
+}
+
 static void ticks(sim *s)
 {
     if (s->now % SIM_TICK_MS) return;
@@ -772,6 +841,7 @@ static void ticks(sim *s)
         for (uint32_t pg = 0; pg < s->p.pgs; pg++) {
             sc_event sev = {.kind = SC_EV_TICK, .now_ms = s->now};
             seg_chain_step(&s->chains[n][pg], &sev, chain_sink(s, n, pg));
+            if (s->node_vdl[n] > 0 && chance(&s->rng, s->p.forget_ppm)) forget(s, n, pg);
         }
     }
 }
@@ -803,6 +873,7 @@ static void choose_params(sim *s)
     p->resend_ms = 10 + rnd(r, 60);
     p->gap_retry_ms = 5 + rnd(r, 40);
     p->load_ms = 100 + rnd(r, 300);
+    p->forget_ppm = rnd(r, 4) ? rnd(r, 500000) : 0;
 }
 
 static void sim_setup(sim *s)

@@ -79,6 +79,10 @@ static void tr_action(void *ctx, const quorum_action *a)
         tr_printf(t, "FENCE epoch=%llu truncate=%llu\n", (unsigned long long)a->epoch,
                   (unsigned long long)a->lsn);
         break;
+    case QUORUM_ACT_SERVE_OLD:
+        tr_printf(t, "SERVE_OLD (%llu,%llu] -> s%u\n", (unsigned long long)a->after,
+                  (unsigned long long)a->lsn, a->seg);
+        break;
     }
 }
 
@@ -445,6 +449,83 @@ static void chain_answers_gap_requests(void **state)
     seg_chain_close(&f.c);
 }
 
+static void sc_forget(sfix *f, uint64_t upto)
+{
+    sc_event ev = {.kind = SC_EV_FORGET, .upto = upto};
+    assert_int_equal(seg_chain_step(&f->c, &ev, f->sink), 0);
+}
+
+static void sc_gap_req(sfix *f, uint8_t seg, uint64_t after, uint64_t upto)
+{
+    sc_event ev = {.kind = SC_EV_GAP_REQ};
+    ev.gap.seg = seg;
+    ev.gap.after = after;
+    ev.gap.upto = upto;
+    assert_int_equal(seg_chain_step(&f->c, &ev, f->sink), 0);
+}
+
+/* Forgetting stops at SCL, keeps what reports need, and sends old gaps to the log. */
+static void chain_forgets_below_scl(void **state)
+{
+    sfix f;
+    sfix_init(&f, NULL, 0);
+    for (uint64_t lsn = 1; lsn <= 5; lsn++) {
+        quorum_rec r = mkrec(lsn, lsn - 1, 1);
+        r.is_cpl = lsn == 2 || lsn == 5;
+        assert_int_equal(sc_rec(&f, r), 0);
+    }
+    assert_int_equal(sc_rec(&f, mkrec(8, 7, 1)), 0); /* above a gap */
+    sc_sync(&f, 4);                                  /* 1..4 durable; 5 and 8 pending */
+    tr_take(&f.t);
+    assert_int_equal(seg_chain_scl(&f.c), 4);
+    sc_forget(&f, 100); /* stops at SCL */
+    assert_int_equal(seg_chain_base(&f.c), 4);
+    assert_int_equal(seg_chain_base_cpl(&f.c), 2);
+    assert_false(seg_chain_holds(&f.c, 3));
+    assert_true(seg_chain_holds(&f.c, 5));
+    assert_string_equal(tr_take(&f.t), "");
+    sc_sync(&f, 6);
+    assert_string_equal(tr_take(&f.t), "SCL 5\nACK scl=5 epoch=1 lsns=5,8\n");
+
+    /* A copy of a forgotten record is a duplicate, acknowledged again. */
+    assert_int_equal(sc_rec(&f, mkrec(3, 2, 1)), 0);
+    assert_string_equal(tr_take(&f.t), "ACK scl=5 epoch=1 lsns=3\n");
+
+    /* Gap requests: below the base the log answers, above it memory does. */
+    sc_gap_req(&f, 3, 1, 8);
+    assert_string_equal(tr_take(&f.t), "SERVE_OLD (1,4] -> s3\n");
+    sc_gap_req(&f, 3, 4, 8);
+    assert_string_equal(tr_take(&f.t), "SERVE lsn=5 -> s3\nSERVE lsn=8 -> s3\n");
+
+    /* Reports: not below the base; at it, the base stands in for the forgotten records. */
+    quorum_report r;
+    quorum_hdr hdrs[8];
+    assert_int_equal(seg_chain_report(&f.c, 3, &r, hdrs, 8), MRD_ESTATE);
+    assert_int_equal(seg_chain_report(&f.c, 4, &r, hdrs, 8), 0);
+    assert_int_equal(r.floor_head, 4);
+    assert_int_equal(r.floor_cpl, 2);
+    assert_int_equal(r.scl, 5);
+    assert_int_equal(r.highest, 8);
+    assert_int_equal(r.n_hdrs, 2);
+    assert_int_equal(hdrs[0].lsn, 5);
+
+    /* Forgetting everything held up to SCL leaves SCL where it was; the chain grows on. */
+    sc_forget(&f, 5);
+    assert_int_equal(seg_chain_base(&f.c), 5);
+    assert_int_equal(seg_chain_base_cpl(&f.c), 5);
+    assert_int_equal(seg_chain_scl(&f.c), 5);
+    assert_int_equal(seg_chain_report(&f.c, 6, &r, hdrs, 8), 0);
+    assert_int_equal(r.floor_head, 5);
+    assert_int_equal(r.floor_cpl, 5);
+    assert_int_equal(r.highest, 8);
+    assert_int_equal(sc_rec(&f, mkrec(6, 5, 1)), 0);
+    assert_int_equal(sc_rec(&f, mkrec(7, 6, 1)), 0);
+    tr_take(&f.t);
+    sc_sync(&f, 8);
+    assert_string_equal(tr_take(&f.t), "SCL 8\nACK scl=8 epoch=1 lsns=6,7\n");
+    seg_chain_close(&f.c);
+}
+
 static void chain_fences_stale_epochs(void **state)
 {
     sfix f;
@@ -580,6 +661,32 @@ static void recover_uses_the_volume_chain(void **state)
     assert_int_equal(out.pg_head[1], 3);
 }
 
+/*
+ * A reported VDL raises the floor above an idle PG's SCL: pg 1's last record
+ * (2) lies below the VDL 3, so the heads at 3 are known from floor_head.
+ */
+static void recover_floor_at_a_reported_vdl(void **state)
+{
+    quorum_report r[6];
+    quorum_recovery out;
+    quorum_hdr a1[] = {{.lsn = 4, .prev_lsn = 3, .vol_prev_lsn = 3, .epoch = 1, .is_cpl = true}};
+    rep3(r, 0, 4, a1, 1, 3, 3);
+    rep3(r + 3, 1, 2, NULL, 0, 2, 0);
+    uint64_t floor = 0;
+    assert_int_equal(quorum_recover_floor(2, r, 6, &floor, NULL), 0);
+    assert_int_equal(floor, 2); /* no VDL reported: the lowest PG's SCL */
+    r[4].vdl = 3;
+    assert_int_equal(quorum_recover_floor(2, r, 6, &floor, NULL), 0);
+    assert_int_equal(floor, 3);
+    assert_int_equal(quorum_recover(2, floor, r, 6, &out, NULL), 0);
+    assert_false(out.again);
+    assert_int_equal(out.vcl, 4);
+    assert_int_equal(out.pg_head[0], 4);
+    assert_int_equal(out.pg_head[1], 2);
+    /* Above both every SCL and every reported VDL, the floor is refused. */
+    assert_int_equal(quorum_recover(2, 5, r, 6, &out, NULL), MRD_EINVAL);
+}
+
 static void recover_needs_a_read_quorum(void **state)
 {
     quorum_report r[3];
@@ -643,9 +750,11 @@ int main(void)
         cmocka_unit_test(chain_in_order),
         cmocka_unit_test(chain_holds_records_above_a_gap),
         cmocka_unit_test(chain_answers_gap_requests),
+        cmocka_unit_test(chain_forgets_below_scl),
         cmocka_unit_test(chain_fences_stale_epochs),
         cmocka_unit_test(chain_reloads_durable_records),
         cmocka_unit_test(recover_uses_the_volume_chain),
+        cmocka_unit_test(recover_floor_at_a_reported_vdl),
         cmocka_unit_test(recover_needs_a_read_quorum),
         cmocka_unit_test(writer_after_recovery_waits_for_heads),
     };

@@ -44,6 +44,7 @@ static void sim_many_seeds(void **state)
         total.served += res.served;
         total.msgs += res.msgs;
         total.truncations += res.truncations;
+        total.forgotten += res.forgotten;
         all_down[res.max_down]++;
     }
     printf("quorum sim: %llu seeds from %llu, %llu failed, %llu ms: %llu records, %llu messages, "
@@ -53,10 +54,10 @@ static void sim_many_seeds(void **state)
            (unsigned long long)total.msgs, (unsigned long long)total.crashes,
            (unsigned long long)total.writer_restarts, (unsigned long long)total.served);
     printf("quorum sim: %llu writer restarts truncated a tail; seeds by most nodes down at once: "
-           "0:%llu 1:%llu 2:%llu 3:%llu\n",
+           "0:%llu 1:%llu 2:%llu 3:%llu; LSN span forgotten %llu\n",
            (unsigned long long)total.truncations, (unsigned long long)all_down[0],
            (unsigned long long)all_down[1], (unsigned long long)all_down[2],
-           (unsigned long long)all_down[3]);
+           (unsigned long long)all_down[3], (unsigned long long)total.forgotten);
     assert_int_equal(failed, 0);
 }
 
