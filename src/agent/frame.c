@@ -60,19 +60,20 @@ static int inflate_exact(const uint8_t *z, size_t zlen, uint8_t *dst, uint32_t r
     s.avail_out = raw_len;
     int zr = inflate(&s, Z_FINISH);
     size_t produced = raw_len - s.avail_out, left = s.avail_in;
+    const char *zmsg = s.msg != NULL ? s.msg : "corrupt stream"; /* static strings in zlib */
     inflateEnd(&s);
     if (zr == Z_STREAM_END && produced == raw_len && left == 0) return 0;
     if (zr == Z_STREAM_END && left != 0)
         return mrd_fail(msg, MRD_EPARSE, "replication batch: %zu bytes after the zlib stream",
                         left);
-    if (zr == Z_BUF_ERROR && s.avail_out == 0)
+    if (zr == Z_STREAM_END || (zr == Z_BUF_ERROR && left == 0))
+        return mrd_fail(msg, MRD_ETRUNC,
+                        "replication batch: the zlib stream ends early (%zu of %u bytes)",
+                        produced, raw_len);
+    if (zr == Z_BUF_ERROR || zr == Z_OK)
         return mrd_fail(msg, MRD_ETOOBIG,
                         "replication batch: inflates past its declared %u bytes", raw_len);
-    if (zr == Z_BUF_ERROR || zr == Z_OK)
-        return mrd_fail(msg, MRD_ETRUNC, "replication batch: zlib stream ends early (%zu of %u bytes)",
-                        produced, raw_len);
-    return mrd_fail(msg, MRD_EPARSE, "replication batch: zlib: %s",
-                    s.msg != NULL ? s.msg : "corrupt stream");
+    return mrd_fail(msg, MRD_EPARSE, "replication batch: zlib: %s", zmsg);
 }
 
 int ag_frame_batch_decode(const uint8_t *data, size_t len, mrd_buf *raw, wire_batch *batch,
