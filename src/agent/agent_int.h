@@ -34,6 +34,8 @@ void ag_backlog_drop_oldest(ag_backlog *b);
 void ag_backlog_truncate_after(ag_backlog *b, uint64_t lsn);
 bool ag_backlog_full(const ag_backlog *b);
 
+typedef struct ag_fill ag_fill;
+
 /* The primary's stream to one secondary region. */
 typedef enum { LINK_IDLE, LINK_CONNECTING, LINK_OPENING, LINK_STREAMING, LINK_BEHIND } ag_link_state;
 
@@ -89,6 +91,9 @@ struct agent {
     uint32_t crc;
     bool crc_known;
     char gap[MRD_MSG_MAX]; /* why the log cannot continue, or empty */
+    uint64_t gap_upto;     /* the writer's VDL beyond the gap */
+    ag_fill *fill;         /* a gap fill from storage under way */
+    uint64_t fill_retry_at_ms;
     ag_lag lag;
     bool lag_ready;
     ag_link links[TOPO_REGIONS_MAX];
@@ -119,7 +124,11 @@ struct agent {
 /* agent.c */
 void ag_checksum_save(agent *a, uint64_t lsn, uint32_t crc);
 
+/* fill.c: records (after, upto] from the region's storage into the backlog, then commit. */
+int ag_fill_start(agent *a, uint64_t after, uint64_t upto);
+
 /* primary.c */
+void ag_primary_commit(agent *a, uint64_t vdl, uint64_t now);
 int ag_primary_start(agent *a, mrd_msg *msg);
 void ag_primary_tick(agent *a, uint64_t now);
 void ag_primary_stop(agent *a);

@@ -20,7 +20,7 @@ static void link_pump(ag_link *l);
 /* ---- committing what the writer made durable -------------------------------------------- */
 
 /* Records (committed, vdl] are committed: checksum, lag mark, then the links may send them. */
-static void commit_upto(agent *a, uint64_t vdl, uint64_t now)
+void ag_primary_commit(agent *a, uint64_t vdl, uint64_t now)
 {
     if (vdl <= a->committed_lsn) return;
     uint64_t bytes = 0;
@@ -68,12 +68,14 @@ static int follow_start(agent *a, const wire_mark *m, mrd_msg *msg)
     /* records received after the last mark are committed if the new start covers them */
     if (m->vdl > a->committed_lsn && ag_backlog_after(&a->backlog, m->vdl - 1) < a->backlog.count &&
         ag_backlog_at(&a->backlog, ag_backlog_after(&a->backlog, m->vdl - 1))->lsn == m->vdl)
-        commit_upto(a, m->vdl, now);
+        ag_primary_commit(a, m->vdl, now);
     if (m->vdl != a->committed_lsn) {
         snprintf(a->gap, sizeof(a->gap),
                  "the writer restarted at VDL %" PRIu64 " but this agent holds the log only to %" PRIu64
                  ": records in between must come from storage",
                  m->vdl, a->committed_lsn);
+        a->gap_upto = m->vdl;
+        if (m->vdl > a->committed_lsn) ag_fill_start(a, a->committed_lsn, m->vdl);
         return mrd_fail(msg, MRD_EPROTO, "%s", a->gap);
     }
     ag_backlog_truncate_after(&a->backlog, a->committed_lsn);
@@ -123,7 +125,7 @@ static int on_frame(agent *a, const wire_frame *f, mrd_msg *msg)
         if (m.vdl < a->committed_lsn || m.vdl > a->received_lsn)
             return mrd_fail(msg, MRD_EPROTO, "mark vdl %" PRIu64 " outside %" PRIu64 "..%" PRIu64,
                             m.vdl, a->committed_lsn, a->received_lsn);
-        commit_upto(a, m.vdl, mrd_now_ms());
+        ag_primary_commit(a, m.vdl, mrd_now_ms());
         return 0;
     }
     if (f->data[0] != WIRE_STREAM_BATCH)
@@ -188,7 +190,11 @@ static void follow_tick(agent *a, uint64_t now)
         a->wc_closing = false;
         a->follow_retry_at_ms = now + AG_RECONNECT_MS;
     }
-    if (a->gap[0] != '\0') return; /* nothing to follow until the gap is filled */
+    if (a->gap[0] != '\0') { /* nothing to follow until the gap is filled from storage */
+        if (a->fill == NULL && now >= a->fill_retry_at_ms && a->gap_upto > a->committed_lsn)
+            ag_fill_start(a, a->committed_lsn, a->gap_upto);
+        return;
+    }
     if (a->wc == NULL && now >= a->follow_retry_at_ms) {
         h2_client_config cc = {.host = a->writer_node->addr.host,
                                .port = a->writer_node->addr.port, .tls = a->client_tls};

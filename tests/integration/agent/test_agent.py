@@ -46,7 +46,8 @@ def finish(p, timeout=90):
 
 def curl(env, address, path, *extra):
     return subprocess.run(["curl", "-sS", "--max-time", "10", *env.curl_args(), *extra,
-                           env.url(address, path)], capture_output=True, text=True)
+                           env.url(address, path)], capture_output=True, text=True,
+                          errors="replace")
 
 
 def agent_status(env, addrs, ident):
@@ -59,7 +60,9 @@ def caught_up(env, addrs):
     s = agent_status(env, addrs, "r2-agent")
     regions = {r["name"]: r for r in p.get("regions", [])}
     r2 = regions.get("r2", {})
-    return (r2.get("lsn_gap") == 0 and r2.get("durable_lsn", 0) > 0
+    w = agent_status(env, addrs, "r1-w1")  # the agent has everything the writer made durable
+    return ("log_gap" not in p and p.get("durable_lsn", 0) >= w.get("vdl", 1 << 64)
+            and r2.get("lsn_gap") == 0 and r2.get("durable_lsn", 0) > 0
             and s.get("checksum_lsn") == p.get("checksum_lsn") and "checksum" in s)
 
 
@@ -159,7 +162,27 @@ def replication():
         assert {r["name"] for r in lag["regions"]} == {"r1", "r2"}, lag
         assert "mismatch" not in env.cli("status").stdout
 
-        # 4. hostile bytes on the replication route; replication goes on afterwards
+        # 4. kill -9 the primary's writer under load: its successor writes at a new epoch,
+        #    the secondary fences its storage at that epoch and the regions agree again
+        wl = load(env, "counters", cluster, "--clients", "4", "--duration-ms", "4000",
+                  "--log", os.path.join(env.dir, "txns.log"))
+        time.sleep(1.5)
+        os.kill(env.pids()["r1-w1"], signal.SIGKILL)
+        time.sleep(0.3)
+        env.cli("up", "--timeout-ms", "30000")
+        finish(wl)
+        w = sql(env, "INSERT INTO txns (id) VALUES (10)")
+        mtest.wait_for("the secondary caught up after the writer restarted",
+                       lambda: caught_up(env, addrs), timeout=30)
+        p = agent_status(env, addrs, "r1-agent")
+        s = agent_status(env, addrs, "r2-agent")
+        assert p["checksum"] == s["checksum"] and s["epoch"] >= 2, (p, s)
+        a = sql(env, q)
+        b = sql(env, q, "--consistency", "session", "--after-lsn", str(a["lsn"]),
+                region="r2", endpoint="reader")
+        assert a["results"][0]["rows"] == b["results"][0]["rows"], (a, b)
+
+        # 5. hostile bytes on the replication route; replication goes on afterwards
         hostile(env, addrs)
         w = sql(env, "INSERT INTO txns (id) VALUES (8)")
         got = sql(env, "SELECT count(*) FROM txns WHERE id = 8", "--consistency", "session",
@@ -176,6 +199,11 @@ def replication():
         print(env.cli("lag").stdout)
         assert not env.sanitizer_reports(), env.sanitizer_reports()
         env.cli("down")
+    except Exception:
+        for ident in ("r1-agent", "r2-agent"):
+            with open(os.path.join(env.data, ident, "meridiand.log")) as f:
+                print("".join(l for l in f if "gap" in l or "level=error" in l)[-6000:])
+        raise
     finally:
         env.cleanup()
 

@@ -1,0 +1,217 @@
+/*
+ * Filling a gap in the primary agent's log from the region's storage. When
+ * the writer restarted at a VDL beyond the last mark the agent saw, and the
+ * agent did not receive every record in between, those records are committed
+ * (the new writer recovered them) and live on the storage nodes. A worker
+ * thread asks all six nodes for every PG's durable records in
+ * (committed, target] (GET /v1/records, QUORUM_SERVE_MAX at a time); any
+ * record at or below a VDL is on four of six, so the union of the nodes that
+ * answer holds every one of them. Back on the loop the records are sorted
+ * and walked along the volume back-link from the committed LSN: only a chain
+ * that reaches the target exactly is taken; otherwise the gap stays and the
+ * fill is tried again later.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent_int.h"
+
+#define FILL_FETCH_TIMEOUT_MS 5000u
+#define FILL_RECORDS_MAX (1u << 20) /* records one fill collects, over all copies */
+#define FILL_ANSWER_BYTES_MAX (8u << 20)
+
+typedef struct {
+    uint64_t lsn;
+    mrd_buf enc;
+} fill_rec;
+
+struct ag_fill {
+    uv_work_t work;
+    agent *a;
+    topo_addr nodes[QUORUM_SEGMENTS];
+    h2_tls *tls;
+    uint64_t after, upto;
+    fill_rec *recs;
+    uint32_t n, cap;
+    uint32_t answered; /* nodes that answered every PG */
+    int rc;
+    char why[MRD_MSG_MAX];
+};
+
+static int keep(ag_fill *f, const wire_record *rec)
+{
+    if (f->n == f->cap) {
+        uint32_t cap = f->cap ? f->cap * 2 : 1024;
+        if (cap > FILL_RECORDS_MAX) return MRD_ETOOBIG;
+        fill_rec *grown = realloc(f->recs, cap * sizeof(*grown));
+        if (grown == NULL) return MRD_ENOMEM;
+        f->recs = grown;
+        f->cap = cap;
+    }
+    fill_rec *r = &f->recs[f->n];
+    r->lsn = rec->lsn;
+    mrd_buf_init(&r->enc);
+    int rc = wire_record_encode(rec, &r->enc, NULL);
+    if (rc == 0) f->n++;
+    return rc;
+}
+
+/* One answer body: frames of batches. Returns the last LSN taken in *last (0: none). */
+static int take_body(ag_fill *f, const h2_result *res, uint64_t *last, mrd_msg *msg)
+{
+    wire_frame_reader fr;
+    wire_frame_reader_init(&fr, 0);
+    const uint8_t *p = res->body.data;
+    size_t left = res->body.len;
+    int rc = 0;
+    *last = 0;
+    while (rc == 0 && left > 0) {
+        size_t used = 0;
+        wire_frame fm;
+        rc = wire_frame_reader_feed(&fr, p, left, &used, &fm, msg);
+        p += used;
+        left -= used;
+        if (rc == 0) {
+            rc = mrd_fail(msg, MRD_ETRUNC, "a records answer ends inside a frame");
+            break;
+        }
+        if (rc < 0) break;
+        wire_batch b;
+        rc = wire_batch_decode(fm.data, fm.len, &b, msg);
+        wire_batch_iter it;
+        if (rc == 0) wire_batch_iter_init(&it, &b);
+        wire_record rec;
+        while (rc == 0 && (rc = wire_batch_iter_next(&it, &rec)) == 1) {
+            rc = rec.lsn > f->after && rec.lsn <= f->upto ? keep(f, &rec) : 0;
+            if (rec.lsn > *last) *last = rec.lsn;
+        }
+    }
+    wire_frame_reader_close(&fr);
+    return rc;
+}
+
+/* Every record of pg in (after, upto] that node holds. */
+static int fetch_pg(ag_fill *f, const topo_addr *node, uint32_t pg, mrd_msg *msg)
+{
+    h2_client_config cc = {.host = node->host, .port = node->port, .tls = f->tls};
+    uint64_t after = f->after;
+    for (;;) {
+        char path[128];
+        snprintf(path, sizeof(path), "/v1/records?pg=%u&after=%" PRIu64 "&upto=%" PRIu64, pg,
+                 after, f->upto);
+        h2_result res;
+        memset(&res, 0, sizeof(res));
+        int rc = h2_fetch(&cc, "GET", path, NULL, 0, NULL, 0, FILL_FETCH_TIMEOUT_MS, &res, msg);
+        if (rc == 0 && res.status != 200)
+            rc = mrd_fail(msg, MRD_EPROTO, "records of pg %u answered %d", pg, res.status);
+        if (rc == 0 && res.body.len > FILL_ANSWER_BYTES_MAX)
+            rc = mrd_fail(msg, MRD_ETOOBIG, "records of pg %u: answer too big", pg);
+        uint64_t last = 0;
+        if (rc == 0) rc = take_body(f, &res, &last, msg);
+        h2_result_free(&res);
+        if (rc != 0) return rc;
+        if (last <= after || last >= f->upto) return 0;
+        after = last;
+    }
+}
+
+static void fill_work(uv_work_t *w)
+{
+    ag_fill *f = mrd_container_of(w, ag_fill, work);
+    for (uint8_t s = 0; s < QUORUM_SEGMENTS; s++) {
+        mrd_msg msg = {{0}};
+        int rc = 0;
+        for (uint32_t pg = 0; rc == 0 && pg < QUORUM_PGS_MAX; pg++)
+            rc = fetch_pg(f, &f->nodes[s], pg, &msg);
+        if (rc == 0)
+            f->answered++;
+        else
+            snprintf(f->why, sizeof(f->why), "%.64s:%u: %.400s", f->nodes[s].host,
+                     f->nodes[s].port, msg.text);
+        if (rc == MRD_ETOOBIG || rc == MRD_ENOMEM) {
+            f->rc = rc;
+            return;
+        }
+    }
+}
+
+static int rec_cmp(const void *x, const void *y)
+{
+    uint64_t a = ((const fill_rec *)x)->lsn, b = ((const fill_rec *)y)->lsn;
+    return a < b ? -1 : a > b;
+}
+
+/* The chain from after to upto through the sorted records, into the backlog; false if broken. */
+static bool take_chain(agent *a, ag_fill *f)
+{
+    qsort(f->recs, f->n, sizeof(*f->recs), rec_cmp);
+    uint64_t at = f->after;
+    ag_backlog_truncate_after(&a->backlog, f->after);
+    for (uint32_t i = 0; i < f->n && at < f->upto; i++) {
+        if (f->recs[i].lsn <= at) continue; /* another copy */
+        wire_record rec;
+        if (wire_record_decode(f->recs[i].enc.data, f->recs[i].enc.len, &rec, NULL) != 0 ||
+            rec.vol_prev_lsn != at)
+            break;
+        if (ag_backlog_full(&a->backlog)) ag_backlog_drop_oldest(&a->backlog);
+        if (ag_backlog_put(&a->backlog, rec.lsn, (rec.flags & WIRE_REC_CPL) != 0,
+                           f->recs[i].enc.data, f->recs[i].enc.len) != 0)
+            break;
+        at = rec.lsn;
+    }
+    if (at == f->upto) return true;
+    ag_backlog_truncate_after(&a->backlog, f->after);
+    snprintf(f->why, sizeof(f->why), "the records on storage link only up to LSN %" PRIu64, at);
+    return false;
+}
+
+static void fill_done(uv_work_t *w, int status)
+{
+    ag_fill *f = mrd_container_of(w, ag_fill, work);
+    agent *a = f->a;
+    a->fill = NULL;
+    bool ok = false;
+    if (!a->stopping && status == 0 && f->rc == 0 && f->answered >= QUORUM_READ &&
+        a->committed_lsn == f->after)
+        ok = take_chain(a, f);
+    if (ok) {
+        a->received_lsn = f->upto;
+        ag_primary_commit(a, f->upto, mrd_now_ms());
+        a->gap[0] = '\0';
+        MRD_INFO("log_gap_filled", "after=%" PRIu64 " upto=%" PRIu64 " records=%u nodes=%u",
+                 f->after, f->upto, f->n, f->answered);
+    } else if (!a->stopping) {
+        MRD_WARN("log_gap_fill_failed", "after=%" PRIu64 " upto=%" PRIu64
+                 " nodes=%u reason=\"%s\"", f->after, f->upto, f->answered,
+                 f->answered < QUORUM_READ && f->why[0] ? f->why : f->why[0] ? f->why
+                                                                          : "fewer than 3 nodes");
+        a->fill_retry_at_ms = mrd_now_ms() + AG_BEHIND_RETRY_MS / 2;
+    }
+    for (uint32_t i = 0; i < f->n; i++)
+        mrd_buf_free(&f->recs[i].enc);
+    free(f->recs);
+    free(f);
+}
+
+int ag_fill_start(agent *a, uint64_t after, uint64_t upto)
+{
+    if (a->fill != NULL) return MRD_EBUSY;
+    ag_fill *f = calloc(1, sizeof(*f));
+    if (f == NULL) return MRD_ENOMEM;
+    f->a = a;
+    f->tls = a->client_tls;
+    f->after = after;
+    f->upto = upto;
+    for (uint8_t s = 0; s < QUORUM_SEGMENTS; s++)
+        f->nodes[s] = a->region->storage[s].addr;
+    int rc = uv_queue_work(a->node->loop, &f->work, fill_work, fill_done);
+    if (rc != 0) {
+        free(f);
+        return MRD_ENOMEM;
+    }
+    a->fill = f;
+    MRD_INFO("log_gap_fill", "after=%" PRIu64 " upto=%" PRIu64, after, upto);
+    return 0;
+}
