@@ -23,6 +23,11 @@
  *    vcl, lsn_last and recovery's findings; /metrics adds SQL requests,
  *    commits, records and the latency from commit to durable.
  *
+ * With settings.rpo_seconds in a global database, the primary's writer asks
+ * its agent for the secondaries' lag; while none is within the RPO it refuses
+ * new writes (503 rpo_exceeded, nothing applied) and holds the answers of
+ * commits already made, and resumes by itself (src/writer/rpo.c).
+ *
  * A newer writer (a higher epoch on storage) fences this one: it stops
  * answering SQL (503 fenced) and says so on status; nothing it acknowledged
  * is lost, because it acknowledged only what was durable.
@@ -34,6 +39,7 @@
 
 #define WRITER_SQL_QUEUE_MAX 4096      /* requests waiting for the SQL thread */
 #define WRITER_GROUP_MAX 256           /* requests that share one commit (group commit) */
+#define WRITER_RPO_POLL_MS 250         /* how often the primary's writer asks its agent for lag */
 #define WRITER_STREAMS_MAX 32          /* readers streaming the log */
 #define WRITER_STREAM_QUEUED_MAX (8u << 20) /* bytes queued to one reader before it is cut off */
 #define WRITER_BACKLOG_RECORDS 65536u  /* recent records kept for readers that (re)connect */

@@ -17,6 +17,7 @@ typedef struct sql_job {
     int rc;
     uint64_t lsn;      /* what the answer depends on */
     uint64_t started_ms;
+    bool wrote; /* it changed something (known only when the RPO applies) */
     struct sql_job *next;
 } sql_job;
 
@@ -79,7 +80,42 @@ static void answer(sql_job *j)
 
 static void durable(vol *v, uint64_t lsn, void *ud)
 {
-    answer(ud);
+    sql_job *j = ud;
+    writer *w = j->w;
+    if (j->wrote && wr_rpo_blocked(w)) { /* durable here, not acknowledged: the RPO holds it */
+        j->next = w->held;
+        w->held = j;
+        w->n_held++;
+        return;
+    }
+    answer(j);
+}
+
+void wr_rpo_release(writer *w)
+{
+    if (wr_rpo_blocked(w)) return;
+    while (w->held != NULL) {
+        sql_job *j = w->held;
+        w->held = j->next;
+        w->n_held--;
+        answer(j);
+    }
+}
+
+/* SQL thread: with the RPO exceeded, a write is refused before it runs. */
+static bool refused_for_rpo(writer *w, sql_job *j)
+{
+    if (!wr_rpo_applies(w)) return false;
+    bool readonly = true;
+    if (mrd_sql_request_readonly(w->db, &j->sql, &readonly, &j->err) != 0) return false;
+    j->wrote = !readonly;
+    if (readonly || !wr_rpo_blocked(w)) return false;
+    j->rc = mrd_sql_fail(&j->err, 503, "rpo_exceeded",
+                         "no secondary region is within rpo_seconds=%u of this primary: writes "
+                         "are refused (nothing of this one was applied) until one is; "
+                         "see the writer's status",
+                         w->node->topo.rpo_seconds);
+    return true;
 }
 
 /* SQL thread: the group in one transaction, one savepoint per request. */
@@ -95,6 +131,7 @@ static void group_work(sqlx_job *job)
             continue;
         }
         open = true;
+        if (refused_for_rpo(w, j)) continue;
         j->rc = mrd_sql_run_in_group(w->db, &j->sql, &j->out, &j->err);
         if (j->rc != 0 && sqlite3_get_autocommit(w->db)) {
             /* SQLite rolled the whole transaction back: the group's earlier requests too. */
@@ -131,6 +168,8 @@ static void group_done(sqlx_job *job, bool cancelled)
         next = j->next;
         if (cancelled || j->rc != 0) {
             if (cancelled) mrd_sql_fail(&j->err, 503, "unavailable", "the writer is stopping");
+            if (!cancelled && strcmp(j->err.code, "rpo_exceeded") == 0)
+                mrd_metric_inc(w->m_rpo_refusals, 1);
             if (j->req != NULL) respond_error(j->req, &j->err);
             mrd_metric_inc(w->m_sql_errors, 1);
             job_free(j);

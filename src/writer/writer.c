@@ -76,6 +76,7 @@ static void status_fn(mrd_node *node, mrd_buf *out, void *ud)
         mrd_buf_printf(out, ",\"reason\":");
         mrd_json_quote(out, w->why);
     }
+    wr_rpo_status(w, out);
     if (w->vol == NULL || w->state == WR_RECOVERING) return;
     const vol_info *info = vol_info_get(w->vol);
     mrd_buf_printf(out,
@@ -128,6 +129,7 @@ static void stop_fn(mrd_node *node, void *ud)
 {
     writer *w = ud;
     w->stopping = true;
+    wr_rpo_stop(w); /* held answers leave: they are durable */
     wr_sql_drop_pending(w);
     wr_streams_end(w);
     wr_store_on_vdl(w); /* blocked commits fail: the SQL thread can finish */
@@ -151,6 +153,10 @@ static void register_metrics(writer *w)
                                           "From a SQL request's arrival to its durable answer.");
     w->m_vdl = mrd_metric_add(m, MRD_GAUGE, "meridian_volume_durable_lsn", NULL,
                               "The volume's VDL.");
+    w->m_rpo_blocked = mrd_metric_add(m, MRD_GAUGE, "meridian_rpo_blocked", NULL,
+                                      "1 while no secondary region is within rpo_seconds.");
+    w->m_rpo_refusals = mrd_metric_add(m, MRD_COUNTER, "meridian_rpo_refusals_total", NULL,
+                                       "Writes refused because no secondary was within the RPO.");
 }
 
 /* A secondary region's writer opens nothing: its region's agent writes the volume. */
@@ -191,6 +197,7 @@ int writer_start(mrd_node *node, writer **out, mrd_msg *msg)
                       .cert_id = node->self->id,
                       .pg_count_min = QUORUM_PGS_MAX};
     rc = vol_open(node->loop, &cfg, &volume_cbs, w, &w->vol, msg);
+    if (rc == 0) rc = wr_rpo_start(w, msg);
     if (rc != 0) return rc;
     mrd_node_route(node, "POST", "/v1/sql", wr_sql_route, w);
     mrd_node_route(node, "GET", "/v1/log", wr_stream_route, w);

@@ -57,6 +57,19 @@ struct writer {
     struct sql_job *pending, *pending_tail; /* requests waiting for the next commit group */
     uint32_t n_pending;
     bool group_running;
+    /* the RPO (rpo.c) */
+    h2_tls *client_tls;
+    h2_client *rpo_client;
+    h2_call *rpo_call;
+    mrd_buf rpo_body;
+    uv_timer_t rpo_timer;
+    bool rpo_running, rpo_closing;
+    bool rpo_reported; /* the agent has been asked once: ready only then */
+    bool rpo_blocked; /* atomic: the SQL thread reads it */
+    char rpo_why[MRD_MSG_MAX];
+    struct sql_job *held; /* answers held while the RPO is exceeded */
+    uint32_t n_held;
+    mrd_metric *m_rpo_blocked, *m_rpo_refusals;
     mrd_metric *m_sql, *m_sql_errors, *m_commits, *m_records, *m_durable_seconds, *m_vdl;
     bool stopping;
 };
@@ -73,6 +86,15 @@ void wr_sql_open(writer *w);
 void wr_sql_closed(h2_req *req);
 /* Stopping: requests not yet in a group are answered 503. */
 void wr_sql_drop_pending(writer *w);
+
+/* rpo.c */
+int wr_rpo_start(writer *w, mrd_msg *msg);
+void wr_rpo_stop(writer *w);
+bool wr_rpo_blocked(const writer *w);
+void wr_rpo_status(const writer *w, mrd_buf *out);
+/* sql.c: answers held for the RPO leave once it is met again (or the writer stops). */
+void wr_rpo_release(writer *w);
+bool wr_rpo_applies(const writer *w);
 
 /* stream.c: GET /v1/log, and the backlog. */
 int wr_backlog_init(wr_backlog *b, uint32_t cap, uint64_t bytes_max);

@@ -1,0 +1,81 @@
+"""RPO against real processes: two regions, rpo_seconds 1. Stop the
+secondary's agent under a write load: its lag grows and `meridian lag`
+reports it; once no secondary is within the RPO the primary refuses writes
+(503 rpo_exceeded, nothing applied) and says so on status and metrics;
+restart it: acknowledgements resume by themselves, and every acknowledged
+transaction is present in both regions."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+import mtest  # noqa: E402
+
+BIN = sys.argv[1]
+
+
+def lag(env):
+    return {r["name"]: r for r in json.loads(env.cli("lag", "--json").stdout)["regions"]}
+
+
+def writer_status(env):
+    st = {p["id"]: p for p in env.status()["processes"]}
+    c = subprocess.run(["curl", "-sS", "--max-time", "5", *env.curl_args(),
+                        env.url(st["r1-w1"]["address"], "/v1/status")],
+                       capture_output=True, text=True)
+    return json.loads(c.stdout)
+
+
+def test_rpo():
+    env = mtest.Env(BIN, regions=("r1", "r2"), tls=False, readers=1)
+    with open(env.topo) as f:
+        text = f.read().replace("  pg_size: 1MiB\n", "  pg_size: 1MiB\n  rpo_seconds: 1\n")
+    with open(env.topo, "w") as f:
+        f.write(text)
+    try:
+        env.cli("up")
+        # until the secondary has acknowledged once, the primary cannot show the RPO is met
+        mtest.wait_for("RPO met", lambda: not writer_status(env)["rpo"]["blocked"], timeout=20)
+        env.cli("sql", "CREATE TABLE t (k INTEGER PRIMARY KEY)")
+        os.kill(env.pids()["r2-agent"], signal.SIGKILL)
+        refused = None
+        deadline = time.monotonic() + 15
+        n = 0
+        while time.monotonic() < deadline:
+            n += 1
+            r = env.cli("sql", "INSERT INTO t VALUES (?)", "--params", json.dumps([n]), check=False)
+            if r.returncode != 0:
+                refused = (n, r.stderr)
+                break
+            time.sleep(0.1)
+        assert refused and "rpo_exceeded" in refused[1], refused
+        lagging = lag(env)["r2"]
+        assert lagging["lag_ms"] >= 1000, lagging
+        st = writer_status(env)
+        assert st["rpo"]["blocked"] is True and "r2" in st["rpo"]["reason"], st["rpo"]
+        # the refused write was not applied
+        got = json.loads(env.cli("sql", "--json", "SELECT count(*), max(k) FROM t").stdout)
+        count, top = got["results"][0]["rows"][0]
+        assert top == refused[0] - 1 and count == refused[0] - 1, (got, refused)
+        env.cli("up")  # the secondary's agent comes back: the primary resumes by itself
+        mtest.wait_for("writes acknowledged again", lambda: env.cli(
+            "sql", "INSERT INTO t VALUES (?)", "--params", json.dumps([refused[0]]),
+            check=False).returncode == 0, timeout=20, interval=0.3)
+        assert writer_status(env)["rpo"]["blocked"] is False
+        mtest.wait_for("r2 caught up", lambda: lag(env)["r2"]["lag_ms"] == 0, timeout=20)
+        want = json.loads(env.cli("sql", "--json", "SELECT k FROM t ORDER BY k").stdout)
+        got = json.loads(env.cli("sql", "--json", "--region", "r2", "--endpoint", "reader",
+                                 "--consistency", "session", "--after-lsn", str(want["lsn"]),
+                                 "SELECT k FROM t ORDER BY k").stdout)
+        assert got["results"][0]["rows"] == want["results"][0]["rows"], (got, want)
+        assert not env.sanitizer_reports(), env.sanitizer_reports()
+        env.cli("down")
+    finally:
+        env.cleanup()
+
+
+mtest.run_tests([("rpo", test_rpo)])
