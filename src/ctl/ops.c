@@ -105,9 +105,14 @@ static int probe_pass(ctl_ctx *ctx, ctl_table *t, int *rc, mrd_msg *msg)
             break;
         }
         if (!e->started && !ctl_pid_is_node(e->pid, e->node->id)) {
-            *rc = mrd_fail(msg, MRD_ESTATE, "%s (pid %ld) exited while starting up", e->node->id,
-                           (long)e->pid);
-            break;
+            /* It was still going away (a kill just sent) when we looked: start it now. */
+            *rc = ctl_spawn(ctx, e->node, &e->pid, msg);
+            if (*rc != 0) break;
+            e->started = true;
+            fprintf(ctx->out, "starting %-20s %-8s pid %ld\n", e->node->id,
+                    topo_role_name(e->node->role), (long)e->pid);
+            waiting++;
+            continue;
         }
         if (healthy(ctx, e->node, e->pid))
             e->done = true;
