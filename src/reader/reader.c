@@ -13,6 +13,7 @@ static void on_tick(uv_timer_t *t)
     rd_nodes_tick(r, now);
     rd_reads_tick(r, now);
     rd_sql_tick(r, now);
+    rd_primary_tick(r, now);
     rd_stats st;
     rd_core_stats(r->core, now, &st);
     mrd_metric_set(r->m_lag_ms, (double)st.lag_ms);
@@ -71,6 +72,8 @@ static void sqlx_stopped(void *ud)
     r->vfs = NULL;
     rd_stream_stop(r);
     rd_nodes_stop(r);
+    if (r->pc != NULL) h2_client_close(r->pc);
+    r->pc = NULL;
 }
 
 static void stop_fn(mrd_node *node, void *ud)
@@ -112,6 +115,8 @@ int reader_start(mrd_node *node, reader **out, mrd_msg *msg)
     r->node = node;
     r->region = &node->topo.regions[node->self->region];
     /* a secondary region's log comes from its agent, in the writer's format */
+    const topo_region *primary = &node->topo.regions[node->topo.primary_region];
+    r->primary_writer = &primary->instances[primary->writer];
     r->writer_node = node->self->region == node->topo.primary_region
                          ? &r->region->instances[r->region->writer]
                          : &r->region->agent;

@@ -29,7 +29,10 @@ typedef struct rd_read rd_read;
 struct reader {
     mrd_node *node;
     const topo_region *region;
-    const topo_node *writer_node;
+    const topo_node *writer_node; /* where the log stream comes from: writer, or agent */
+    const topo_node *primary_writer; /* "strong" asks it for its VDL */
+    h2_client *pc;                   /* connection to primary_writer, when not writer_node */
+    bool pc_closing;
     rd_core *core;
     h2_tls *client_tls;
     uint64_t pages_per_pg;
@@ -72,6 +75,7 @@ void rd_nodes_stop(reader *r);
 void rd_reads_stop(reader *r);
 
 /* sql.c */
+void rd_primary_tick(reader *r, uint64_t now);
 void rd_sql_route(mrd_node *node, h2_req *req, void *ud);
 void rd_sql_open(reader *r);
 void rd_sql_tick(reader *r, uint64_t now);

@@ -162,9 +162,9 @@ static void vdl_close(h2_call *call, int error, void *ud)
     }
     if (!ok) {
         mrd_sql_fail(&j->err, 503, "unavailable",
-                     "strong consistency needs the writer's VDL, and the writer %s did not "
+                     "strong consistency needs the primary writer's VDL, and %s did not "
                      "give it: use eventual or session consistency, or the cluster endpoint",
-                     j->r->writer_node->id);
+                     j->r->primary_writer->id);
         respond_error(j->req, &j->err);
         return job_free(j);
     }
@@ -174,13 +174,46 @@ static void vdl_close(h2_call *call, int error, void *ud)
 
 static const h2_call_cbs vdl_cbs = {.on_data = vdl_data, .on_close = vdl_close};
 
+/*
+ * The primary writer's VDL: in the primary region on the log stream's
+ * connection; in a secondary, on a connection of its own to the primary's
+ * writer (kept open by rd_primary_tick).
+ */
 static void ask_writer_vdl(rd_job *j)
 {
     reader *r = j->r;
-    if (r->wc == NULL || !h2_client_connected(r->wc) ||
-        h2_client_request(r->wc, "GET", "/v1/status", NULL, 0, NULL, 0, true, &vdl_cbs, j,
-                          NULL) != 0)
+    h2_client *c = r->writer_node == r->primary_writer ? r->wc : r->pc;
+    if (c == NULL || !h2_client_connected(c) ||
+        h2_client_request(c, "GET", "/v1/status", NULL, 0, NULL, 0, true, &vdl_cbs, j, NULL) != 0)
         vdl_close(NULL, MRD_ECONN, j);
+}
+
+static void pc_connect(h2_client *c, int status, void *ud)
+{
+    if (status != 0) ((reader *)ud)->pc_closing = true;
+}
+
+static void pc_disconnect(h2_client *c, int error, void *ud)
+{
+    ((reader *)ud)->pc_closing = true;
+}
+
+static const h2_client_cbs pc_cbs = {.on_connect = pc_connect, .on_disconnect = pc_disconnect};
+
+void rd_primary_tick(reader *r, uint64_t now)
+{
+    if (r->writer_node == r->primary_writer || r->stopping) return;
+    if (r->pc_closing && r->pc != NULL) {
+        h2_client_close(r->pc);
+        r->pc = NULL;
+    }
+    r->pc_closing = false;
+    if (r->pc == NULL) {
+        h2_client_config cc = {.host = r->primary_writer->addr.host,
+                               .port = r->primary_writer->addr.port,
+                               .tls = r->client_tls};
+        if (h2_client_connect(r->node->loop, &cc, &pc_cbs, r, &r->pc, NULL) != 0) r->pc = NULL;
+    }
 }
 
 void rd_sql_route(mrd_node *node, h2_req *req, void *ud)
