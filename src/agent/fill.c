@@ -4,9 +4,9 @@
  * agent did not receive every record in between, those records are committed
  * (the new writer recovered them) and live on the storage nodes. A worker
  * thread asks all six nodes for every PG's durable records in
- * (committed, target] (GET /v1/records, QUORUM_SERVE_MAX at a time); any
- * record at or below a VDL is on four of six, so the union of the nodes that
- * answer holds every one of them. Back on the loop the records are sorted
+ * (committed, target] (GET /v1/records, QUORUM_SERVE_MAX at a time) until
+ * three nodes answered for every PG: a record at or below a VDL is on four of
+ * six, so any three hold every one of them between them. Back on the loop the records are sorted
  * and walked along the volume back-link from the committed LSN: only a chain
  * that reaches the target exactly is taken; otherwise the gap stays and the
  * fill is tried again later.
@@ -125,11 +125,10 @@ static void fill_work(uv_work_t *w)
         int rc = 0;
         for (uint32_t pg = 0; rc == 0 && pg < QUORUM_PGS_MAX; pg++)
             rc = fetch_pg(f, &f->nodes[s], pg, &msg);
-        if (rc == 0)
-            f->answered++;
-        else
-            snprintf(f->why, sizeof(f->why), "%.64s:%u: %.400s", f->nodes[s].host,
-                     f->nodes[s].port, msg.text);
+        if (rc == 0 && ++f->answered == QUORUM_READ) return; /* every record is on one of them */
+        if (rc == 0) continue;
+        snprintf(f->why, sizeof(f->why), "%.64s:%u: %.400s", f->nodes[s].host, f->nodes[s].port,
+                 msg.text);
         if (rc == MRD_ETOOBIG || rc == MRD_ENOMEM) {
             f->rc = rc;
             return;

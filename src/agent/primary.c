@@ -49,21 +49,21 @@ static int follow_start(agent *a, const wire_mark *m, mrd_msg *msg)
 {
     uint64_t now = mrd_now_ms();
     a->follow_started = true;
-    if (!a->ever_started) {
+    if (!a->ever_started) { /* start where the checksum file says; storage fills the rest */
         a->ever_started = true;
-        a->crc_known = m->vdl == a->ck_lsn && (a->ck_file || a->ck_lsn == 0);
+        uint64_t base = m->vdl > a->ck_lsn ? a->ck_lsn : m->vdl;
+        a->crc_known = base == a->ck_lsn && (a->ck_file || a->ck_lsn == 0);
         a->crc = a->crc_known ? a->ck_crc : 0;
         if (!a->crc_known)
             MRD_WARN("checksum_unknown", "from=%" PRIu64 " writer_vdl=%" PRIu64
-                     " reason=\"the writer no longer holds the records after the saved checksum\"",
-                     a->ck_lsn, m->vdl);
-        a->committed_lsn = a->received_lsn = m->vdl;
-        int rc = ag_lag_init(&a->lag, 0, m->vdl, a->crc, a->crc_known, now, msg);
+                     " reason=\"the volume is behind the saved checksum\"", a->ck_lsn, m->vdl);
+        a->committed_lsn = a->received_lsn = base;
+        int rc = ag_lag_init(&a->lag, 0, base, a->crc, a->crc_known, now, msg);
         if (rc != 0) return rc;
         a->lag_ready = true;
-        MRD_INFO("log_follow_start", "writer=%s vdl=%" PRIu64 " epoch=%" PRIu64, a->writer_node->id,
-                 m->vdl, m->epoch);
-        return 0;
+        MRD_INFO("log_follow_start", "writer=%s vdl=%" PRIu64 " from=%" PRIu64 " epoch=%" PRIu64,
+                 a->writer_node->id, m->vdl, base, m->epoch);
+        if (m->vdl == base) return 0;
     }
     /* records received after the last mark are committed if the new start covers them */
     if (m->vdl > a->committed_lsn && ag_backlog_after(&a->backlog, m->vdl - 1) < a->backlog.count &&

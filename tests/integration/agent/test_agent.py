@@ -182,7 +182,30 @@ def replication():
                 region="r2", endpoint="reader")
         assert a["results"][0]["rows"] == b["results"][0]["rows"], (a, b)
 
-        # 5. hostile bytes on the replication route; replication goes on afterwards
+        # 5. kill -9 the secondary's agent, then the primary's agent and writer together:
+        #    the new writer no longer holds what the secondary lacks, so the restarted
+        #    agent reads it from the primary region's storage
+        wl = load(env, "counters", cluster, "--clients", "4", "--duration-ms", "4000",
+                  "--log", os.path.join(env.dir, "txns.log"))
+        time.sleep(1)
+        os.kill(env.pids()["r2-agent"], signal.SIGKILL)
+        time.sleep(1)
+        for ident in ("r1-agent", "r1-w1"):
+            os.kill(env.pids()[ident], signal.SIGKILL)
+        time.sleep(0.3)
+        env.cli("up", "--timeout-ms", "30000")
+        finish(wl)
+        mtest.wait_for("the secondary caught up through storage",
+                       lambda: caught_up(env, addrs), timeout=30)
+        p = agent_status(env, addrs, "r1-agent")
+        s = agent_status(env, addrs, "r2-agent")
+        assert p["checksum"] == s["checksum"], (p, s)
+        a = sql(env, q)
+        b = sql(env, q, "--consistency", "session", "--after-lsn", str(a["lsn"]),
+                region="r2", endpoint="reader")
+        assert a["results"][0]["rows"] == b["results"][0]["rows"], (a, b)
+
+        # 6. hostile bytes on the replication route; replication goes on afterwards
         hostile(env, addrs)
         w = sql(env, "INSERT INTO txns (id) VALUES (8)")
         got = sql(env, "SELECT count(*) FROM txns WHERE id = 8", "--consistency", "session",
@@ -194,7 +217,7 @@ def replication():
             with open(os.path.join(env.data, ident, "meridiand.log")) as f:
                 for line in f:
                     if any(k in line for k in ("replica_link", "replication_stream", "checksum",
-                                               "log_follow", "replica_ready")):
+                                               "log_follow", "replica_ready", "log_gap")):
                         print(line.rstrip()[:300])
         print(env.cli("lag").stdout)
         assert not env.sanitizer_reports(), env.sanitizer_reports()
