@@ -127,15 +127,15 @@ def replication():
         #    kill -9 the secondary's agent, then the primary's, `meridian up` each time
         router = agent_status(env, addrs, "r1-router")
         cluster = {e["name"]: e["address"] for e in router["endpoints"]}["cluster"]
-        wl = load(env, "counters", cluster, "--clients", "8", "--duration-ms", "9000",
+        wl = load(env, "counters", cluster, "--clients", "8", "--duration-ms", "7000",
                   "--log", os.path.join(env.dir, "txns.log"))
-        checks = [load(env, "check", addrs[r], "--clients", "2", "--duration-ms", "9000")
+        checks = [load(env, "check", addrs[r], "--clients", "2", "--duration-ms", "7000")
                   for r in ("r2-r1", "r2-r2")]
-        time.sleep(2)
+        time.sleep(1.5)
         os.kill(env.pids()["r2-agent"], signal.SIGKILL)
         time.sleep(0.5)
         env.cli("up", "--timeout-ms", "30000")
-        time.sleep(2)
+        time.sleep(1.5)
         os.kill(env.pids()["r1-agent"], signal.SIGKILL)
         time.sleep(0.5)
         env.cli("up", "--timeout-ms", "30000")
@@ -164,7 +164,7 @@ def replication():
 
         # 4. kill -9 the primary's writer under load: its successor writes at a new epoch,
         #    the secondary fences its storage at that epoch and the regions agree again
-        wl = load(env, "counters", cluster, "--clients", "4", "--duration-ms", "4000",
+        wl = load(env, "counters", cluster, "--clients", "4", "--duration-ms", "3000",
                   "--log", os.path.join(env.dir, "txns.log"))
         time.sleep(1.5)
         os.kill(env.pids()["r1-w1"], signal.SIGKILL)
@@ -185,7 +185,7 @@ def replication():
         # 5. kill -9 the secondary's agent, then the primary's agent and writer together:
         #    the new writer no longer holds what the secondary lacks, so the restarted
         #    agent reads it from the primary region's storage
-        wl = load(env, "counters", cluster, "--clients", "4", "--duration-ms", "4000",
+        wl = load(env, "counters", cluster, "--clients", "4", "--duration-ms", "3000",
                   "--log", os.path.join(env.dir, "txns.log"))
         time.sleep(1)
         os.kill(env.pids()["r2-agent"], signal.SIGKILL)
