@@ -99,6 +99,7 @@ typedef struct {
     int instance_count;
     int writer; /* index into instances of the one writer */
     topo_node agent;
+    topo_addr agent_peer; /* the address other regions' agents dial: peer_address, else address */
     topo_router routers[TOPO_ROUTERS_MAX];
     int router_count;
     topo_custom custom[TOPO_CUSTOM_MAX];

@@ -408,7 +408,8 @@ static void link_tick(ag_link *l, uint64_t now)
     }
     if ((l->state != LINK_IDLE && l->state != LINK_BEHIND) || now < l->retry_at_ms) return;
     if (!l->a->ever_started) return;
-    h2_client_config cc = {.host = l->peer->addr.host, .port = l->peer->addr.port,
+    const topo_addr *to = &l->a->node->topo.regions[l->region].agent_peer;
+    h2_client_config cc = {.host = to->host, .port = to->port,
                            .tls = l->a->client_tls};
     l->state = LINK_CONNECTING;
     if (h2_client_connect(l->a->node->loop, &cc, &link_client_cbs, l, &l->client, NULL) != 0) {

@@ -100,6 +100,10 @@ static void print_region(FILE *out, const topology *topo, int index, const print
         fputc('\n', out);
     }
     print_node(out, topo, &r->agent, w);
+    if (r->agent_peer.port != r->agent.addr.port || strcmp(r->agent_peer.host, r->agent.addr.host)) {
+        char peer[128];
+        fprintf(out, "  peer %s", topo_addr_str(&r->agent_peer, peer, sizeof(peer)));
+    }
     fputc('\n', out);
     for (int i = 0; i < r->router_count; i++)
         print_router(out, topo, &r->routers[i], w);

@@ -14,7 +14,7 @@
 static const char *const region_keys[] = {"name",  "azs",     "storage",          "instances",
                                           "agent", "routers", "custom_endpoints", NULL};
 static const char *const storage_keys[] = {"id", "az", "address", NULL};
-static const char *const agent_keys[] = {"id", "az", "address", NULL};
+static const char *const agent_keys[] = {"id", "az", "address", "peer_address", NULL};
 static const char *const instance_keys[] = {"id", "role", "az", "address", "priority", NULL};
 static const char *const router_keys[] = {
     "id", "az", "address", "cluster", "reader", "global_writer", "custom", NULL};
@@ -152,7 +152,12 @@ static int parse_agent(topo_ctx *c, int map, int region)
     int node, rc;
     if ((rc = topo_need(c, map, "agent", &node)) != 0) return rc;
     if ((rc = topo_check_keys(c, node, agent_keys)) != 0) return rc;
-    return parse_process(c, node, region, TOPO_ROLE_AGENT, &c->topo.regions[region].agent);
+    topo_region *r = &c->topo.regions[region];
+    if ((rc = parse_process(c, node, region, TOPO_ROLE_AGENT, &r->agent)) != 0) return rc;
+    /* Optional: where other regions' agents reach this one (a proxy, a WAN emulator). */
+    int peer = topo_get(c, node, "peer_address");
+    r->agent_peer = r->agent.addr;
+    return peer >= 0 ? topo_get_addr(c, peer, &r->agent_peer) : 0;
 }
 
 static int instance_index(const topo_region *r, const char *id)

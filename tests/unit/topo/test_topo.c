@@ -310,6 +310,7 @@ static void shipped_local_topology_is_accepted(void **state)
         assert_int_equal(topo_segment_of(r, n), seg);
     }
     assert_int_equal(topo_segment_of(r, &r->instances[0]), -1);
+    assert_int_equal(r->agent_peer.port, r->agent.addr.port); /* no peer_address: address */
 
     char *out = NULL;
     size_t out_len = 0;
