@@ -43,6 +43,7 @@ void ag_checksum_save(agent *a, uint64_t lsn, uint32_t crc)
         return;
     }
     a->ck_lsn_saved = lsn;
+    a->ck_file = true;
 }
 
 static int client_tls(agent *a, mrd_msg *msg)

@@ -1,4 +1,5 @@
-/* Inside the agent role: what agent.c, backlog.c, primary.c, secondary.c and log.c share. */
+/* Inside the agent role: what agent.c, backlog.c, fill.c, primary.c, secondary.c and log.c
+ * share. */
 #ifndef MERIDIAN_AGENT_INT_H
 #define MERIDIAN_AGENT_INT_H
 
@@ -10,6 +11,7 @@
 #define AG_BEHIND_RETRY_MS 5000u /* a secondary the backlog cannot serve is tried again */
 #define AG_CPL_RING 65536u       /* commit points whose checksum a secondary keeps */
 #define AG_CHECKSUM_FILE "agent.checksum"
+#define AG_REOPEN_MS 2000u /* a secondary's failed volume is recovered again after this */
 
 /* Recent records by LSN, oldest first; LSNs increase but may skip (a writer restart). */
 typedef struct {
@@ -100,6 +102,9 @@ struct agent {
     /* secondary */
     vol *vol;
     bool vol_ready;        /* recovered, resume point known */
+    bool vol_failed;       /* failed: reopened at reopen_at_ms */
+    bool vol_closing;
+    uint64_t reopen_at_ms;
     uint64_t open_head;    /* the chain head recovery found */
     uint64_t chain_lsn;    /* last record taken (submitted or checksummed) */
     uint64_t vdl;          /* local VDL */

@@ -264,15 +264,25 @@ static void on_first_ready(agent *a)
              a->chain_lsn, vol_replica_epoch(a->vol));
 }
 
+/* The local volume cannot go on: close it and open it again (recovery) a little later. */
+static void vol_failed(agent *a, const char *msg)
+{
+    snprintf(a->in_why, sizeof(a->in_why), "volume: %s", msg);
+    a->vol_ready = false;
+    a->vol_failed = true;
+    a->reopen_at_ms = mrd_now_ms() + AG_REOPEN_MS;
+    if (a->in != NULL) in_fail(a, MRD_ESTATE, "the local volume failed");
+    ag_log_end(a);
+}
+
 static void v_ready(vol *v, int status, const char *msg, void *ud)
 {
     agent *a = ud;
     if (status != 0) {
-        snprintf(a->in_why, sizeof(a->in_why), "volume: %s", msg);
         MRD_ERROR("replica_open_failed", "reason=\"%s\"", msg);
-        return;
+        return vol_failed(a, msg);
     }
-    if (!a->vol_ready) on_first_ready(a);
+    if (!a->vol_ready) on_first_ready(a); /* recovered (after the start or a reopen) */
     process(a);
 }
 
@@ -289,17 +299,50 @@ static void v_error(vol *v, int err, const char *msg, void *ud)
 {
     agent *a = ud;
     MRD_ERROR("replica_failed", "error=%s reason=\"%s\"", mrd_errname(err), msg);
-    snprintf(a->in_why, sizeof(a->in_why), "volume: %s", msg);
-    a->vol_ready = false;
-    if (a->in != NULL) in_fail(a, err, "the local volume failed");
-    ag_log_end(a);
+    vol_failed(a, msg);
 }
 
 static const vol_cbs replica_cbs = {.on_ready = v_ready, .on_vdl = v_vdl, .on_error = v_error};
 
+static int open_replica(agent *a, mrd_msg *msg)
+{
+    vol_config cfg = {.topo = &a->node->topo,
+                      .region = a->region_idx,
+                      .certs_dir = a->node->certs_dir,
+                      .cert_id = a->node->self->id,
+                      .pg_count_min = QUORUM_PGS_MAX};
+    a->cpl_head = a->cpl_count = 0;
+    a->acked_lsn = 0;
+    while (a->backlog.count > 0)
+        ag_backlog_drop_oldest(&a->backlog);
+    return vol_replica_open(a->node->loop, &cfg, &replica_cbs, a, &a->vol, msg);
+}
+
+static void reopen_closed(void *ud)
+{
+    agent *a = ud;
+    a->vol = NULL;
+    a->vol_closing = false;
+    if (a->stopping) return;
+    mrd_msg msg = {{0}};
+    a->vol_failed = false;
+    MRD_INFO("replica_reopen", "reason=\"%s\"", a->in_why);
+    if (open_replica(a, &msg) != 0) {
+        a->vol = NULL;
+        a->vol_failed = true;
+        a->reopen_at_ms = mrd_now_ms() + AG_REOPEN_MS;
+        MRD_ERROR("replica_reopen_failed", "reason=\"%s\"", msg.text);
+    }
+}
+
 void ag_secondary_tick(agent *a, uint64_t now)
 {
-    if (a->vol == NULL) return;
+    if (a->vol_failed && now >= a->reopen_at_ms && !a->vol_closing) {
+        a->vol_closing = true;
+        if (a->vol != NULL) return vol_close(a->vol, reopen_closed, a);
+        return reopen_closed(a);
+    }
+    if (a->vol == NULL || a->vol_failed) return;
     process(a);
     send_ack(a, false);
     ag_log_pump(a);
@@ -316,12 +359,7 @@ int ag_secondary_start(agent *a, mrd_msg *msg)
     a->cpl_crc = calloc(AG_CPL_RING, sizeof(*a->cpl_crc));
     if (a->cpl_lsn == NULL || a->cpl_crc == NULL)
         return mrd_fail(msg, MRD_ENOMEM, "agent: out of memory");
-    vol_config cfg = {.topo = &a->node->topo,
-                      .region = a->region_idx,
-                      .certs_dir = a->node->certs_dir,
-                      .cert_id = a->node->self->id,
-                      .pg_count_min = QUORUM_PGS_MAX};
-    int rc = vol_replica_open(a->node->loop, &cfg, &replica_cbs, a, &a->vol, msg);
+    int rc = open_replica(a, msg);
     if (rc == 0) rc = mrd_node_stream_route(a->node, "POST", "/v1/replicate", &cbs, a);
     if (rc == 0) rc = mrd_node_route(a->node, "GET", "/v1/log", ag_log_route, a);
     return rc;
@@ -341,12 +379,12 @@ void ag_secondary_stop(agent *a)
         h2_req_finish(req);
     }
     ag_log_end(a);
-    if (a->vol != NULL) vol_close(a->vol, vol_closed, a);
+    if (a->vol != NULL && !a->vol_closing) vol_close(a->vol, vol_closed, a);
 }
 
 void ag_secondary_status(agent *a, mrd_buf *out)
 {
-    const char *state = a->vol_ready ? "ready" : a->in_why[0] ? "failed" : "recovering";
+    const char *state = a->vol_ready ? "ready" : a->vol_failed ? "failed" : "recovering";
     uint64_t vdl = a->vol != NULL ? vol_replica_vdl(a->vol) : 0;
     mrd_buf_printf(out,
                    ",\"agent_role\":\"secondary\",\"replica_state\":\"%s\",\"durable_lsn\":%" PRIu64
