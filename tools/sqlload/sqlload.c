@@ -4,6 +4,7 @@
  * "clients"), each client sending its next request when its answer arrives.
  *
  *   sqlload insert   --addr A [--tls DIR] --clients N (--requests M | --duration-ms D)
+ *                    [--rate R] (every mode: at most R requests per second in all)
  *       single-row INSERT INTO bench(payload) commits; prints JSON with
  *       commits/s and p50/p99 latency.
  *   sqlload counters --addr A [--tls DIR] --clients N --duration-ms D --log FILE
@@ -59,6 +60,8 @@ struct run {
     int n_clients;
     uint64_t requests_max, sent, done, errors, unknown;
     uint64_t id_base; /* counters: transaction ids start here (unique across runs) */
+    double rate;      /* requests per second over all clients; 0: as fast as answers come */
+    uv_timer_t pacer;
     uint64_t start_ns, deadline_ns;
     vb_lat lat;
     FILE *log;
@@ -152,10 +155,18 @@ static bool more(run *r)
     return mrd_now_ns() < r->deadline_ns;
 }
 
+/* With --rate, a request leaves only when the schedule allows it. */
+static bool paced_out(const run *r)
+{
+    if (r->rate <= 0) return false;
+    double due = (double)(mrd_now_ns() - r->start_ns) / 1e9 * r->rate;
+    return (double)r->sent >= due;
+}
+
 static void send_next(client *cl)
 {
     run *r = cl->r;
-    if (!more(r) || r->c == NULL || !h2_client_connected(r->c)) return;
+    if (!more(r) || r->c == NULL || !h2_client_connected(r->c) || paced_out(r)) return;
     char body[512];
     cl->seq++;
     cl->txn_id = r->id_base + (uint64_t)(cl->index + 1) * 1000000000ull + cl->seq;
@@ -182,6 +193,14 @@ static void send_next(client *cl)
         cl->busy = true;
         r->sent++;
     }
+}
+
+static void on_pace(uv_timer_t *t)
+{
+    run *r = t->data;
+    for (int i = 0; i < r->n_clients && !paced_out(r); i++)
+        if (!r->clients[i].busy) send_next(&r->clients[i]);
+    if (!more(r)) uv_close((uv_handle_t *)&r->pacer, NULL);
 }
 
 static void on_connect(h2_client *c, int status, void *ud)
@@ -294,7 +313,7 @@ int main(int argc, char **argv)
         {"clients", required_argument, NULL, 'c'},  {"requests", required_argument, NULL, 'n'},
         {"duration-ms", required_argument, NULL, 'd'}, {"log", required_argument, NULL, 'l'},
         {"consistency", required_argument, NULL, 'k'}, {"file", required_argument, NULL, 'f'},
-        {"id-base", required_argument, NULL, 'b'},
+        {"id-base", required_argument, NULL, 'b'}, {"rate", required_argument, NULL, 'r'},
         {NULL, 0, NULL, 0}};
     if (argc < 2) goto usage;
     const char *m = argv[1];
@@ -311,6 +330,7 @@ int main(int argc, char **argv)
         case 'k': r.consistency = optarg; break;
         case 'f': file = optarg; break;
         case 'b': r.id_base = strtoull(optarg, NULL, 10); break;
+        case 'r': r.rate = atof(optarg); break;
         default: goto usage;
         }
     }
@@ -335,6 +355,11 @@ int main(int argc, char **argv)
     uv_timer_init(&r.loop, &r.timer);
     r.timer.data = &r;
     uv_timer_start(&r.timer, on_timer, 0, RECONNECT_MS);
+    if (r.rate > 0) {
+        uv_timer_init(&r.loop, &r.pacer);
+        r.pacer.data = &r;
+        uv_timer_start(&r.pacer, on_pace, 1, 1);
+    }
     uv_run(&r.loop, UV_RUN_DEFAULT);
     double secs = (double)(mrd_now_ns() - r.start_ns) / 1e9;
     uint64_t ok = r.done - r.errors - r.unknown;
