@@ -191,8 +191,8 @@ void seglog_iter_close(seglog_iter *it);
 #define SEGLOG_META_PGS_MAX 256
 #define SEGLOG_META_FENCES_MAX 16 /* equals QUORUM_FENCES_MAX: what a segment remembers */
 #define SEGLOG_META_SEGMENTS 6    /* segment indexes 0..5 of a protection group */
-#define SEGLOG_META_VERSION 2u
-#define SEGLOG_META_BYTES_MAX (24u + 16u * SEGLOG_META_FENCES_MAX + 24u * SEGLOG_META_PGS_MAX + 4u)
+#define SEGLOG_META_VERSION 3u /* version 2 (no VDL) is still read */
+#define SEGLOG_META_BYTES_MAX (32u + 16u * SEGLOG_META_FENCES_MAX + 24u * SEGLOG_META_PGS_MAX + 4u)
 
 /* "Records of an epoch below epoch with an LSN above truncate_lsn are void." */
 typedef struct {
@@ -209,6 +209,7 @@ typedef struct {
 
 typedef struct {
     uint64_t epoch;
+    uint64_t vdl;         /* the highest VDL a writer reported to the node (0: none) */
     uint32_t fence_count; /* <= SEGLOG_META_FENCES_MAX */
     seglog_meta_fence fences[SEGLOG_META_FENCES_MAX];
     uint32_t pg_count; /* <= SEGLOG_META_PGS_MAX */

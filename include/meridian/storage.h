@@ -29,7 +29,12 @@
  *  - a page is served as of LSN L only when the segment is complete up to
  *    what the read needs, from the page file plus the records above it;
  *  - only records at or below both the SCL and a VDL some writer reported
- *    are materialized: those are committed, and no fence can void them.
+ *    are materialized: those are committed, and no fence can void them;
+ *  - memory stays bounded: records at or below the materialized LSN, the
+ *    SCL and the reported VDL are forgotten (seg_chain's FORGET); peers get
+ *    them back from the log, reports refuse floors below them
+ *    (floor_forgotten), and appends leave a reserve for gap filling so that
+ *    a segment full of records above a gap still takes those under it.
  *
  * The protocol logic is I/O-free: stp_* (one PG's segment: the seg_chain,
  * the record index with payloads, the mapping from the chain's persist
@@ -69,6 +74,8 @@
 #define STORAGE_PEER_BODY_BYTES_MAX (WIRE_FRAME_BYTES_MAX + WIRE_FRAME_HEADER_BYTES)
 #define STORAGE_PAGE_FILE_HEADER_BYTES 4096u          /* docs/storage-format.md */
 #define STORAGE_SLOT_HEADER_BYTES 16u                 /* lsn, crc, page size */
+#define STORAGE_OLD_RANGES_MAX 256u                   /* forgotten LSN ranges kept per PG */
+#define STORAGE_HELD_MAX_ENV "MERIDIAN_STORAGE_HELD_MAX" /* overrides the default held_max */
 
 /* ---- the role ------------------------------------------------------------------------- */
 
@@ -106,6 +113,15 @@ typedef struct {
     uint64_t lsn;
 } stp_pending;
 
+/*
+ * Forgotten records of one PG, for serving them back from the log: those with
+ * an LSN in (lsn_after, lsn_upto] lie at log keys in [key_min, key_max].
+ */
+typedef struct {
+    uint64_t lsn_after, lsn_upto;
+    uint64_t key_min, key_max;
+} stp_old;
+
 /* A range to ask a peer for: records in (after, upto]. */
 typedef struct {
     uint64_t after;
@@ -138,12 +154,15 @@ typedef struct {
     uint64_t lsn_durable; /* highest durable LSN held */
     uint64_t materialized;
     uint64_t payload_bytes; /* bytes of payloads held */
+    stp_old old[STORAGE_OLD_RANGES_MAX]; /* forgotten ranges, ascending, contiguous */
+    uint32_t n_old;
     /* What the chain asked for during the current step (the sink fills these). */
     uint64_t step_persist_seq;
     stp_gap *step_gaps;
     uint32_t step_gaps_n, step_gaps_max;
     const stp_rec **step_serve;
     uint32_t step_serve_n, step_serve_max;
+    stp_gap step_old; /* SERVE_OLD: the range the log must answer */
 } stp;
 
 int stp_init(stp *p, const stp_config *cfg, mrd_msg *msg);
@@ -178,8 +197,26 @@ void stp_fence(stp *p, quorum_fence f, bool *voided_materialized);
 uint32_t stp_tick(stp *p, uint64_t now_ms, stp_gap *gaps, uint32_t max);
 
 /* A peer's gap request: the durable records in (after, upto], ascending, at most
- * QUORUM_SERVE_MAX (and max). */
-uint32_t stp_serve(stp *p, uint64_t after, uint64_t upto, const stp_rec **out, uint32_t max);
+ * QUORUM_SERVE_MAX (and max). When the range starts below the forget point,
+ * nothing comes from memory and *old is the range to read from the log (else
+ * old->after == old->upto). */
+uint32_t stp_serve(stp *p, uint64_t after, uint64_t upto, const stp_rec **out, uint32_t max,
+                   stp_gap *old);
+
+/*
+ * Forgets the held records at or below min(upto, the materialized LSN, SCL):
+ * they are in the page file and in the log. Their log keys are remembered
+ * per range (at most STORAGE_OLD_RANGES_MAX ranges; beyond, the oldest two
+ * merge) so that stp_old_keys can find them again. Returns how many went.
+ */
+uint32_t stp_forget(stp *p, uint64_t upto);
+
+/* The log keys holding the forgotten records in (after, upto]: false when none. */
+bool stp_old_keys(const stp *p, uint64_t after, uint64_t upto, uint64_t *key_min,
+                  uint64_t *key_max);
+
+/* The forget point: records at or below it are no longer held (0: none). */
+uint64_t stp_base(const stp *p);
 
 /* The held record with this LSN, or NULL. */
 const stp_rec *stp_find(const stp *p, uint64_t lsn);

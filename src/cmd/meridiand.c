@@ -31,7 +31,15 @@ static int start_role(mrd_node *node, mrd_msg *msg)
 {
     switch (node->self->role) {
     case TOPO_ROLE_STORAGE: {
-        static const storage_options opts = {0}; /* every limit at its default */
+        storage_options opts = {0}; /* every limit at its default, but: */
+        const char *held = getenv(STORAGE_HELD_MAX_ENV); /* small, for tests */
+        uint64_t v;
+        if (held != NULL && *held != '\0') {
+            if (storage_u64_parse(held, &v) != 0 || v < 2 || v > UINT32_MAX)
+                return mrd_fail(msg, MRD_EINVAL, "%s: '%.32s' is not a count in 2..%u",
+                                STORAGE_HELD_MAX_ENV, held, UINT32_MAX);
+            opts.held_max = (uint32_t)v;
+        }
         return storage_start(node, &opts, msg);
     }
     case TOPO_ROLE_WRITER: {

@@ -1,7 +1,9 @@
 /*
- * The metadata file: epoch, fences and, per protection group, segment index,
- * SCL and materialized LSN. Layout (little-endian): "MRDM", u16 version, u16
- * pg count, u64 epoch, u16 fence count, 6 zero bytes; then per fence {u64
+ * The metadata file: epoch, the highest VDL a writer reported, fences and, per
+ * protection group, segment index, SCL and materialized LSN. Layout
+ * (little-endian): "MRDM", u16 version (3), u16 pg count, u64 epoch, u16
+ * fence count, 6 zero bytes, u64 VDL (version 3 only; version 2 files, without
+ * it, read as VDL 0); then per fence {u64
  * epoch, u64 truncate LSN}; then per PG {u32 pg id, u8 segment index, 3 zero
  * bytes, u64 scl, u64 materialized}; then a CRC32C of everything before it.
  * One canonical encoding: fence epochs and PG ids strictly increase, padding
@@ -13,7 +15,8 @@
 
 #include "seglog_int.h"
 
-#define SEGLOG_META_HEAD_BYTES 24u
+#define SEGLOG_META_HEAD_BYTES 32u    /* version 3 */
+#define SEGLOG_META_HEAD_V2_BYTES 24u /* version 2: no VDL */
 #define SEGLOG_META_FENCE_BYTES 16u
 #define SEGLOG_META_PG_BYTES 24u
 #define SEGLOG_META_CRC_BYTES 4u
@@ -21,9 +24,14 @@
 
 static const uint8_t seglog_meta_magic[4] = {'M', 'R', 'D', 'M'};
 
-static size_t seglog_meta_size(uint32_t fences, uint32_t pgs)
+static size_t seglog_meta_head(unsigned version)
 {
-    return SEGLOG_META_HEAD_BYTES + (size_t)fences * SEGLOG_META_FENCE_BYTES +
+    return version == 2 ? SEGLOG_META_HEAD_V2_BYTES : SEGLOG_META_HEAD_BYTES;
+}
+
+static size_t seglog_meta_size(unsigned version, uint32_t fences, uint32_t pgs)
+{
+    return seglog_meta_head(version) + (size_t)fences * SEGLOG_META_FENCE_BYTES +
            (size_t)pgs * SEGLOG_META_PG_BYTES + SEGLOG_META_CRC_BYTES;
 }
 
@@ -79,7 +87,7 @@ int seglog_meta_encode(const seglog_meta *m, uint8_t *out, size_t cap, size_t *l
 {
     int rc = seglog_meta_check(m, msg);
     if (rc != 0) return rc;
-    size_t size = seglog_meta_size(m->fence_count, m->pg_count);
+    size_t size = seglog_meta_size(SEGLOG_META_VERSION, m->fence_count, m->pg_count);
     if (cap < size) return mrd_fail(msg, MRD_ETOOBIG, "metadata: needs %zu bytes", size);
     memcpy(out, seglog_meta_magic, 4);
     seglog_put_u16(out + 4, SEGLOG_META_VERSION);
@@ -87,6 +95,7 @@ int seglog_meta_encode(const seglog_meta *m, uint8_t *out, size_t cap, size_t *l
     seglog_put_u64(out + 8, m->epoch);
     seglog_put_u16(out + 16, m->fence_count);
     memset(out + 18, 0, 6);
+    seglog_put_u64(out + 24, m->vdl);
     uint8_t *p = out + SEGLOG_META_HEAD_BYTES;
     for (uint32_t i = 0; i < m->fence_count; i++, p += SEGLOG_META_FENCE_BYTES) {
         seglog_put_u64(p, m->fences[i].epoch);
@@ -105,18 +114,18 @@ int seglog_meta_encode(const seglog_meta *m, uint8_t *out, size_t cap, size_t *l
 }
 
 /* Magic, version, counts and exact size: what must hold before anything else is read. */
-static int seglog_meta_frame(const uint8_t *d, size_t len, uint32_t *fences, uint32_t *pgs,
-                             mrd_msg *msg)
+static int seglog_meta_frame(const uint8_t *d, size_t len, unsigned *version, uint32_t *fences,
+                             uint32_t *pgs, mrd_msg *msg)
 {
-    if (len < seglog_meta_size(0, 0))
+    if (len < seglog_meta_size(2, 0, 0))
         return mrd_fail(msg, MRD_ETRUNC, "metadata: %zu bytes, shorter than the %zu-byte minimum",
-                        len, seglog_meta_size(0, 0));
+                        len, seglog_meta_size(2, 0, 0));
     if (memcmp(d, seglog_meta_magic, 4) != 0)
         return mrd_fail(msg, MRD_EPARSE, "metadata: offset 0: bad magic");
-    unsigned version = seglog_get_u16(d + 4);
-    if (version != SEGLOG_META_VERSION)
-        return mrd_fail(msg, MRD_EVERSION, "metadata: offset 4: version %u, expected %u", version,
-                        SEGLOG_META_VERSION);
+    *version = seglog_get_u16(d + 4);
+    if (*version != SEGLOG_META_VERSION && *version != 2)
+        return mrd_fail(msg, MRD_EVERSION, "metadata: offset 4: version %u, expected 2 or %u",
+                        *version, SEGLOG_META_VERSION);
     *pgs = seglog_get_u16(d + 6);
     if (*pgs > SEGLOG_META_PGS_MAX)
         return mrd_fail(msg, MRD_ETOOBIG, "metadata: offset 6: %" PRIu32 " groups, limit %d", *pgs,
@@ -125,7 +134,7 @@ static int seglog_meta_frame(const uint8_t *d, size_t len, uint32_t *fences, uin
     if (*fences > SEGLOG_META_FENCES_MAX)
         return mrd_fail(msg, MRD_ETOOBIG, "metadata: offset 16: %" PRIu32 " fences, limit %d",
                         *fences, SEGLOG_META_FENCES_MAX);
-    size_t want_len = seglog_meta_size(*fences, *pgs);
+    size_t want_len = seglog_meta_size(*version, *fences, *pgs);
     if (len != want_len)
         return mrd_fail(msg, MRD_ETRUNC,
                         "metadata: %zu bytes, %" PRIu32 " fences and %" PRIu32 " groups need %zu",
@@ -148,13 +157,15 @@ static int seglog_meta_zero(const uint8_t *d, size_t at, size_t n, mrd_msg *msg)
 int seglog_meta_decode(const uint8_t *d, size_t len, seglog_meta *out, mrd_msg *msg)
 {
     uint32_t fences = 0, pgs = 0;
-    int rc = seglog_meta_frame(d, len, &fences, &pgs, msg);
+    unsigned version = 0;
+    int rc = seglog_meta_frame(d, len, &version, &fences, &pgs, msg);
     if (rc == 0) rc = seglog_meta_zero(d, 18, 6, msg);
     if (rc != 0) return rc;
     out->epoch = seglog_get_u64(d + 8);
+    out->vdl = version == 2 ? 0 : seglog_get_u64(d + 24);
     out->fence_count = fences;
     out->pg_count = pgs;
-    const uint8_t *p = d + SEGLOG_META_HEAD_BYTES;
+    const uint8_t *p = d + seglog_meta_head(version);
     for (uint32_t i = 0; i < fences; i++, p += SEGLOG_META_FENCE_BYTES) {
         out->fences[i].epoch = seglog_get_u64(p);
         out->fences[i].truncate_lsn = seglog_get_u64(p + 8);

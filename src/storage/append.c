@@ -104,6 +104,18 @@ void storage_sync_kick(storage *s)
     }
 }
 
+/*
+ * Records an append may bring a PG to: held_max less a reserve for gap
+ * filling. Records are forgotten only up to SCL, so a segment full of records
+ * above a gap must still take the records under it from its peers.
+ */
+uint32_t storage_append_room(const storage *s)
+{
+    uint32_t reserve = QUORUM_SERVE_MAX * STORAGE_GAP_CALLS_PER_PG_MAX;
+    if (reserve > s->opts.held_max / 4) reserve = s->opts.held_max / 4;
+    return s->opts.held_max - reserve;
+}
+
 bool storage_room(storage *s, uint64_t bytes)
 {
     return s->staged_bytes + bytes <= STORAGE_BATCH_BYTES_MAX &&
@@ -237,6 +249,15 @@ void storage_route_append(mrd_node *node, h2_req *req, void *ud)
     stp *p = storage_pg(s, (uint32_t)a.pg, &msg);
     if (p == NULL) {
         storage_reply_error(s, req, 503, "busy", "%s", msg.text);
+        return;
+    }
+    if (stp_records(p) + a.batch.count > storage_append_room(s)) {
+        storage_reply_error(s, req, 503, "busy",
+                            "pg %" PRIu64 " holds %" PRIu32 " records above SCL %" PRIu64
+                            " or the VDL; the last %" PRIu32 " of its %" PRIu32
+                            " places are kept for gap filling",
+                            a.pg, stp_records(p), stp_scl(p),
+                            s->opts.held_max - storage_append_room(s), s->opts.held_max);
         return;
     }
     size_t len;

@@ -17,6 +17,8 @@ void storage_meta_snapshot(storage *s, seglog_meta *m)
 {
     memset(m, 0, sizeof(*m));
     m->epoch = s->epoch_staged;
+    m->vdl = s->vdl;
+    s->forgotten_unrecorded = 0;
     m->fence_count = s->n_fences_staged;
     for (uint32_t i = 0; i < s->n_fences_staged; i++)
         m->fences[i] = (seglog_meta_fence){.epoch = s->fences_staged[i].epoch,
@@ -105,10 +107,10 @@ static void storage_meta_done(uv_work_t *w, int status)
     if (s->meta_gen_wanted > s->meta_gen_durable) storage_meta_kick(s);
 }
 
-/* A sum that moves whenever an SCL or a materialized LSN does. */
+/* A sum that moves whenever an SCL, a materialized LSN or the VDL does. */
 static uint64_t storage_meta_progress(const storage *s)
 {
-    uint64_t sum = 0;
+    uint64_t sum = s->vdl;
     for (uint32_t pg = 0; pg < QUORUM_PGS_MAX; pg++)
         if (s->pgs[pg] != NULL) sum += stp_scl(s->pgs[pg]) + s->pgs[pg]->materialized + 1;
     return sum;

@@ -173,6 +173,9 @@ static int gap_absorb(storage *s, gap_call *g, uint32_t *count, uint64_t *last, 
         bytes += SEGLOG_FRAME_HEADER_BYTES + wire_record_size(&rec);
     }
     if (!storage_room(s, bytes)) return 0; /* busy: the next tick asks again */
+    /* The last places are for records right above SCL: only those let SCL, and then
+     * forgetting, move on; records above a lower gap would fill them for good. */
+    if (stp_records(p) + batch.count > storage_append_room(s) && g->after > stp_scl(p)) return 0;
     mrd_buf enc;
     mrd_buf_init(&enc);
     wire_batch_iter_init(&it, &batch);

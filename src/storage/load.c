@@ -29,6 +29,7 @@ static void storage_log_recovery(const seglog_recovery *r)
 static int storage_adopt_meta(storage *s, const seglog_meta *m, mrd_msg *msg)
 {
     s->epoch = s->epoch_staged = m->epoch;
+    s->vdl = m->vdl;
     for (uint32_t i = 0; i < m->fence_count; i++) {
         quorum_fence f = {.epoch = m->fences[i].epoch, .truncate_lsn = m->fences[i].truncate_lsn};
         storage_fences_add(s->fences, &s->n_fences, f);
@@ -120,6 +121,9 @@ static int storage_replay_entry(storage *s, const seglog_entry *e, uint64_t *voi
                         inner.text);
     stp *p = storage_pg(s, rec.pg, msg);
     if (p == NULL) return MRD_EINVAL;
+    /* Forget as the log is read, as the node did while it ran (s->vdl is the recorded
+     * one): memory then holds about what it held before the restart. */
+    if (stp_records(p) >= s->opts.held_max / 2) stp_forget(p, s->vdl);
     rc = storage_record_fits(&rec, rec.pg, s->pages_per_pg, s->page_size, &inner);
     if (rc != 0)
         return mrd_fail(msg, rc, "%s: entry %" PRIu64 ": %s (topology changed?)", s->log_dir,
@@ -165,11 +169,13 @@ int storage_replay(storage *s, mrd_msg *msg)
     if (rc != 0) return rc;
     s->key_next = seglog_lsn_last(s->log) + 1;
     for (uint32_t pg = 0; pg < QUORUM_PGS_MAX; pg++) {
-        const stp *p = s->pgs[pg];
+        stp *p = s->pgs[pg];
         if (p == NULL) continue;
+        stp_forget(p, s->vdl);
         MRD_INFO("pg_loaded", "pg=%" PRIu32 " records=%" PRIu32 " scl=%" PRIu64
-                              " durable=%" PRIu64 " materialized=%" PRIu64,
-                 pg, stp_records(p), stp_scl(p), stp_lsn_durable(p), p->materialized);
+                              " durable=%" PRIu64 " materialized=%" PRIu64 " forgotten=%" PRIu64,
+                 pg, stp_records(p), stp_scl(p), stp_lsn_durable(p), p->materialized,
+                 stp_base(p));
         if (stp_scl(p) < s->scl_recorded[pg])
             MRD_WARN("scl_behind",
                      "pg=%" PRIu32 " scl=%" PRIu64 " scl_recorded=%" PRIu64

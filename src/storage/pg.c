@@ -28,6 +28,9 @@ static void stp_sink(void *ctx, const quorum_action *a)
         if (p->step_gaps_n < p->step_gaps_max)
             p->step_gaps[p->step_gaps_n++] = (stp_gap){.after = a->after, .upto = a->lsn};
         break;
+    case QUORUM_ACT_SERVE_OLD:
+        p->step_old = (stp_gap){.after = a->after, .upto = a->lsn};
+        break;
     case QUORUM_ACT_SERVE: {
         const stp_rec *r = stp_find(p, a->rec->lsn);
         assert(r != NULL);
@@ -143,7 +146,7 @@ int stp_load(stp *p, const quorum_rec *q, uint64_t page, uint64_t key, const uin
     sc_event ev = {.kind = SC_EV_LOAD, .rec = q};
     rc = seg_chain_step(&p->chain, &ev, stp_chain_sink(p));
     if (rc != 0 || held) return rc;
-    assert(seg_chain_holds(&p->chain, q->lsn));
+    if (!seg_chain_holds(&p->chain, q->lsn)) return 0; /* at or below the forget point */
     rc = stp_index_add(p, q, page, key, payload, len);
     if (rc != 0) return rc; /* the chain holds it without a payload: the caller gives up */
     if (q->lsn > p->lsn_durable) p->lsn_durable = q->lsn;
@@ -213,6 +216,7 @@ void stp_fence(stp *p, quorum_fence f, bool *voided_materialized)
         p->recs[kept++] = *r;
     }
     p->n_recs = kept;
+    if (p->lsn_durable < stp_base(p)) p->lsn_durable = stp_base(p);
 }
 
 uint32_t stp_tick(stp *p, uint64_t now_ms, stp_gap *gaps, uint32_t max)
@@ -226,8 +230,11 @@ uint32_t stp_tick(stp *p, uint64_t now_ms, stp_gap *gaps, uint32_t max)
     return p->step_gaps_n;
 }
 
-uint32_t stp_serve(stp *p, uint64_t after, uint64_t upto, const stp_rec **out, uint32_t max)
+uint32_t stp_serve(stp *p, uint64_t after, uint64_t upto, const stp_rec **out, uint32_t max,
+                   stp_gap *old)
 {
+    *old = (stp_gap){0};
+    p->step_old = (stp_gap){0};
     if (after >= upto) return 0;
     p->step_serve = out;
     p->step_serve_n = 0;
@@ -235,7 +242,69 @@ uint32_t stp_serve(stp *p, uint64_t after, uint64_t upto, const stp_rec **out, u
     sc_event ev = {.kind = SC_EV_GAP_REQ, .gap = {.seg = p->seg, .after = after, .upto = upto}};
     seg_chain_step(&p->chain, &ev, stp_chain_sink(p));
     p->step_serve = NULL;
+    *old = p->step_old;
     return p->step_serve_n;
+}
+
+/* Remembers where the records of (after, upto] went in the log. */
+static void stp_old_add(stp *p, uint64_t after, uint64_t upto, uint64_t key_min,
+                        uint64_t key_max)
+{
+    if (p->n_old == STORAGE_OLD_RANGES_MAX) { /* merge the two oldest: scans grow, never miss */
+        stp_old *a = &p->old[0], *b = &p->old[1];
+        b->lsn_after = a->lsn_after;
+        if (a->key_min < b->key_min) b->key_min = a->key_min;
+        if (a->key_max > b->key_max) b->key_max = a->key_max;
+        memmove(&p->old[0], &p->old[1], (p->n_old - 1) * sizeof(p->old[0]));
+        p->n_old--;
+    }
+    assert(p->n_old == 0 || p->old[p->n_old - 1].lsn_upto == after);
+    p->old[p->n_old++] = (stp_old){.lsn_after = after, .lsn_upto = upto, .key_min = key_min,
+                                   .key_max = key_max};
+}
+
+uint32_t stp_forget(stp *p, uint64_t upto)
+{
+    if (upto > p->materialized) upto = p->materialized;
+    uint64_t base = seg_chain_base(&p->chain);
+    if (upto <= base || p->n_recs == 0 || p->recs[0].lsn > upto) return 0;
+    sc_event ev = {.kind = SC_EV_FORGET, .upto = upto};
+    seg_chain_step(&p->chain, &ev, stp_chain_sink(p));
+    uint64_t base_now = seg_chain_base(&p->chain);
+    uint32_t n = stp_lower_bound(p, base_now + 1);
+    if (n == 0) return 0;
+    uint64_t key_min = UINT64_MAX, key_max = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        stp_rec *r = &p->recs[i];
+        assert(r->key <= p->key_durable && !seg_chain_holds(&p->chain, r->lsn));
+        if (r->key < key_min) key_min = r->key;
+        if (r->key > key_max) key_max = r->key;
+        if (r->payload != NULL) p->payload_bytes -= r->len;
+        free(r->payload);
+    }
+    memmove(p->recs, p->recs + n, (p->n_recs - n) * sizeof(p->recs[0]));
+    p->n_recs -= n;
+    stp_old_add(p, base, base_now, key_min, key_max);
+    return n;
+}
+
+bool stp_old_keys(const stp *p, uint64_t after, uint64_t upto, uint64_t *key_min,
+                  uint64_t *key_max)
+{
+    *key_min = UINT64_MAX;
+    *key_max = 0;
+    for (uint32_t i = 0; i < p->n_old; i++) {
+        const stp_old *o = &p->old[i];
+        if (o->lsn_upto <= after || o->lsn_after >= upto) continue;
+        if (o->key_min < *key_min) *key_min = o->key_min;
+        if (o->key_max > *key_max) *key_max = o->key_max;
+    }
+    return *key_max > 0;
+}
+
+uint64_t stp_base(const stp *p)
+{
+    return seg_chain_base(&p->chain);
 }
 
 const stp_rec *stp_find(const stp *p, uint64_t lsn)

@@ -3,7 +3,10 @@
  * and GET /v1/report (a recovering writer). Records above the materialized
  * LSN are encoded in memory; older ones are read back from the log, which
  * is possible only while no batch is in flight (seglog's rule), so such a
- * request waits for the end of the current fdatasync.
+ * request waits for the end of the current fdatasync. Records below the
+ * forget point are no longer indexed one by one: a request for them scans
+ * the log keys their forgotten range lies in (stp_old_keys) and answers with
+ * the first QUORUM_SERVE_MAX of them; the peer asks again for the rest.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -91,22 +94,105 @@ static int records_body(const stp_rec *const *recs, uint8_t *const *copies, uint
     return rc;
 }
 
+/* ---- forgotten records, from the log ------------------------------------------------- */
+
+typedef struct {
+    uint64_t lsn;
+    uint8_t *data;
+    size_t len;
+} old_rec;
+
+/* Keeps the QUORUM_SERVE_MAX lowest LSNs seen, ascending. */
+static int old_keep(old_rec *recs, uint32_t *n, uint64_t lsn, const uint8_t *data, size_t len)
+{
+    if (*n == QUORUM_SERVE_MAX && lsn >= recs[*n - 1].lsn) return 0;
+    for (uint32_t i = 0; i < *n; i++)
+        if (recs[i].lsn == lsn) return 0; /* persisted twice */
+    uint8_t *copy = malloc(len);
+    if (copy == NULL) return MRD_ENOMEM;
+    memcpy(copy, data, len);
+    if (*n == QUORUM_SERVE_MAX) free(recs[--(*n)].data);
+    uint32_t i = *n;
+    while (i > 0 && recs[i - 1].lsn > lsn) {
+        recs[i] = recs[i - 1];
+        i--;
+    }
+    recs[i] = (old_rec){.lsn = lsn, .data = copy, .len = len};
+    (*n)++;
+    return 0;
+}
+
+/* The log entries with keys in [key_min, key_max] holding records of pg in (after, upto]. */
+static int old_scan(storage *s, uint32_t pg, uint64_t after, uint64_t upto, uint64_t key_min,
+                    uint64_t key_max, old_rec *recs, uint32_t *n, mrd_msg *msg)
+{
+    seglog_iter *it;
+    int rc = seglog_iter_open(s->log, key_min, &it, msg);
+    if (rc != 0) return rc;
+    seglog_entry e;
+    while ((rc = seglog_iter_next(it, &e, msg)) == 1 && e.lsn <= key_max) {
+        wire_record rec;
+        if (wire_record_decode(e.data, e.len, &rec, NULL) != 0) continue;
+        if (rec.pg != pg || rec.lsn <= after || rec.lsn > upto) continue;
+        rc = old_keep(recs, n, rec.lsn, e.data, e.len);
+        if (rc != 0) break;
+    }
+    seglog_iter_close(it);
+    return rc < 0 ? rc : 0;
+}
+
+static int old_body(const old_rec *recs, uint32_t n, mrd_buf *out, mrd_msg *msg)
+{
+    size_t at;
+    wire_batch_builder b;
+    if (n == 0) return 0;
+    int rc = wire_frame_begin(out, &at);
+    if (rc == 0) rc = wire_batch_begin(&b, out, WIRE_BATCH_LOG);
+    for (uint32_t i = 0; rc == 0 && i < n; i++) {
+        wire_record rec;
+        if (wire_record_decode(recs[i].data, recs[i].len, &rec, NULL) != 0) continue;
+        if (wire_batch_add(&b, &rec, NULL) != 0) break; /* a limit: the peer asks again */
+    }
+    if (rc == 0) rc = wire_batch_finish(&b, msg);
+    if (rc == 0) rc = wire_frame_end(out, at, msg);
+    return rc;
+}
+
+/* Forgotten records of (old->after, old->upto] read back from the log into body. */
+static int old_answer(storage *s, stp *p, const stp_gap *old, mrd_buf *body, mrd_msg *msg)
+{
+    uint64_t key_min, key_max;
+    if (!stp_old_keys(p, old->after, old->upto, &key_min, &key_max)) return 0;
+    old_rec recs[QUORUM_SERVE_MAX];
+    uint32_t n = 0;
+    int rc = old_scan(s, p->pg, old->after, old->upto, key_min, key_max, recs, &n, msg);
+    if (rc == 0) rc = old_body(recs, n, body, msg);
+    for (uint32_t i = 0; i < n; i++)
+        free(recs[i].data);
+    return rc;
+}
+
 /* Answers a records request now; false when it must wait for the log. */
 static bool records_answer(storage *s, h2_req *req, uint32_t pg, uint64_t after, uint64_t upto)
 {
     const stp_rec *recs[QUORUM_SERVE_MAX];
     uint8_t *copies[QUORUM_SERVE_MAX] = {0};
     stp *p = pg < QUORUM_PGS_MAX ? s->pgs[pg] : NULL;
-    uint32_t n = p ? stp_serve(p, after, upto, recs, QUORUM_SERVE_MAX) : 0;
-    bool from_log = false;
+    stp_gap old = {0};
+    uint32_t n = p ? stp_serve(p, after, upto, recs, QUORUM_SERVE_MAX, &old) : 0;
+    bool from_log = old.after < old.upto;
     for (uint32_t i = 0; i < n; i++)
         from_log |= recs[i]->payload == NULL;
     if (from_log && s->sync.active) return false;
     mrd_msg msg = {{0}};
     mrd_buf body;
     mrd_buf_init(&body);
-    int rc = from_log ? storage_log_fetch(s, recs, n, copies, &msg) : 0;
-    if (rc == 0) rc = records_body(recs, copies, n, &body, &msg);
+    int rc = 0;
+    if (old.after < old.upto)
+        rc = old_answer(s, p, &old, &body, &msg);
+    else if (from_log)
+        rc = storage_log_fetch(s, recs, n, copies, &msg);
+    if (rc == 0 && n > 0) rc = records_body(recs, copies, n, &body, &msg);
     for (uint32_t i = 0; i < n; i++)
         free(copies[i]);
     char scl[24], vdl[24];
@@ -212,15 +298,22 @@ static void report_answer(storage *s, h2_req *req, uint32_t pg, uint64_t floor)
     snprintf(v[1], 24, "%" PRIu64, r.highest);
     snprintf(v[2], 24, "%" PRIu64, r.floor_head);
     snprintf(v[3], 24, "%" PRIu64, r.floor_cpl);
+    snprintf(v[4], 24, "%" PRIu64, s->vdl);
     h2_header hdr[] = {{"meridian-scl", v[0]},
                        {"meridian-highest", v[1]},
                        {"meridian-floor-head", v[2]},
-                       {"meridian-floor-cpl", v[3]}};
-    if (rc != 0)
+                       {"meridian-floor-cpl", v[3]},
+                       {"meridian-vdl", v[4]}};
+    if (rc == MRD_ESTATE) /* records between the floor and the forget point are gone */
+        storage_reply_error(s, req, 409, "floor_forgotten",
+                            "pg %" PRIu32 ": floor %" PRIu64 " is below the forget point %" PRIu64
+                            "; ask again at a floor of at least the VDL %" PRIu64,
+                            pg, floor, stp_base(p), s->vdl);
+    else if (rc != 0)
         storage_reply_error(s, req, 500, "internal", "report of pg %" PRIu32 ": %s (%s)", pg,
                             mrd_strerror(rc), msg.text);
     else
-        storage_reply(s, req, 200, "application/octet-stream", hdr, 4, body.data, body.len);
+        storage_reply(s, req, 200, "application/octet-stream", hdr, 5, body.data, body.len);
     mrd_buf_free(&body);
     free(hdrs);
 }

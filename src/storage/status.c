@@ -35,8 +35,10 @@ void storage_status(mrd_node *node, mrd_buf *out, void *ud)
         if (p == NULL) continue;
         mrd_buf_printf(out,
                        "%s{\"pg\":%" PRIu32 ",\"scl\":%" PRIu64 ",\"durable\":%" PRIu64
-                       ",\"records\":%" PRIu32 ",\"materialized\":%" PRIu64 "}",
-                       sep, pg, stp_scl(p), stp_lsn_durable(p), stp_records(p), p->materialized);
+                       ",\"records\":%" PRIu32 ",\"materialized\":%" PRIu64
+                       ",\"forgotten\":%" PRIu64 "}",
+                       sep, pg, stp_scl(p), stp_lsn_durable(p), stp_records(p), p->materialized,
+                       stp_base(p));
         sep = ",";
     }
     mrd_buf_printf(out, "]");

@@ -167,12 +167,34 @@ uint64_t storage_payload_bytes(const storage *s)
 
 /* ---- tick, stop ----------------------------------------------------------------------- */
 
+/*
+ * Records leave memory once they are in the page file, complete (SCL) and at
+ * or below the VDL a writer reported: no recovery asks below that VDL
+ * (docs/quorum.md), and a peer that lacks them gets them from the log.
+ */
+void storage_forget_tick(storage *s)
+{
+    for (uint32_t pg = 0; pg < QUORUM_PGS_MAX; pg++) {
+        stp *p = s->pgs[pg];
+        if (p == NULL || s->pages_stale[pg]) continue;
+        uint32_t n = stp_forget(p, s->vdl);
+        if (n == 0) continue;
+        MRD_DEBUG("forgotten", "pg=%" PRIu32 " records=%" PRIu32 " base=%" PRIu64 " held=%" PRIu32,
+                  pg, n, stp_base(p), stp_records(p));
+        s->forgotten_unrecorded += n;
+    }
+    /* A restart forgets again while it reads the log, up to the materialized LSN and VDL
+     * the metadata file recorded: record them before that lags by a large part of held_max. */
+    if (s->forgotten_unrecorded >= s->opts.held_max / 4) storage_meta_kick(s);
+}
+
 static void storage_on_tick(uv_timer_t *t)
 {
     storage *s = t->data;
     uint64_t now = mrd_now_ms();
     storage_gap_tick(s, now);
     storage_materialize_tick(s, now);
+    storage_forget_tick(s);
     storage_metrics_update(s);
     if (now >= s->meta_written_ms + STORAGE_META_REFRESH_MS) storage_meta_kick(s);
 }
@@ -241,6 +263,9 @@ static int storage_new(mrd_node *node, const storage_options *opts, storage **ou
     s->loop = node->loop;
     s->opts = *opts;
     if (s->opts.held_max == 0) s->opts.held_max = STORAGE_HELD_MAX_DEFAULT;
+    if (s->opts.held_max < 2)
+        return mrd_fail(msg, MRD_EINVAL, "storage: held_max %" PRIu32 " is below 2",
+                        s->opts.held_max);
     if (s->opts.payload_bytes_max == 0) s->opts.payload_bytes_max = STORAGE_PAYLOAD_BYTES_MAX_DEFAULT;
     if (s->opts.gap_retry_ms == 0) s->opts.gap_retry_ms = STORAGE_GAP_RETRY_MS_DEFAULT;
     s->region = region;

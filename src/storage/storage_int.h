@@ -113,6 +113,7 @@ struct storage {
     uint64_t mat_next_ms;
 
     uint64_t vdl; /* highest VDL a writer (or a peer) reported */
+    uint64_t forgotten_unrecorded; /* records forgotten since the last metadata snapshot */
     held held_head; /* circular list */
     storage_peer peers[TOPO_STORAGE];
     h2_tls *tls;
@@ -145,6 +146,7 @@ void storage_fail(storage *s, const char *what, const mrd_msg *msg);
 stp *storage_pg(storage *s, uint32_t pg, mrd_msg *msg); /* creates the segment if new */
 uint64_t storage_payload_bytes(const storage *s);
 void storage_maybe_free(storage *s);
+void storage_forget_tick(storage *s);
 /* The value of a request header as a u64; false (and a 400 sent) when malformed. */
 bool storage_header_u64(storage *s, h2_req *req, const char *name, bool required, uint64_t *out);
 bool storage_check_epoch(storage *s, h2_req *req, uint64_t epoch);
@@ -158,6 +160,7 @@ void storage_route_append(mrd_node *node, h2_req *req, void *ud);
 int storage_stage(storage *s, uint64_t key, const uint8_t *payload, size_t len, mrd_msg *msg);
 void storage_sync_kick(storage *s);
 bool storage_room(storage *s, uint64_t bytes);
+uint32_t storage_append_room(const storage *s);
 
 /* fence.c */
 void storage_route_fence(mrd_node *node, h2_req *req, void *ud);

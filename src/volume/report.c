@@ -25,6 +25,9 @@ static int read_fields(vol_header_fn hdr, void *ctx, quorum_report *out, mrd_msg
     if (rc == 0) rc = header_u64(hdr, ctx, "meridian-highest", &out->highest, msg);
     if (rc == 0) rc = header_u64(hdr, ctx, "meridian-floor-head", &out->floor_head, msg);
     if (rc == 0) rc = header_u64(hdr, ctx, "meridian-floor-cpl", &out->floor_cpl, msg);
+    out->vdl = 0; /* optional: nodes that forget nothing need not say */
+    if (rc == 0 && hdr(ctx, "meridian-vdl") != NULL)
+        rc = header_u64(hdr, ctx, "meridian-vdl", &out->vdl, msg);
     if (rc != 0) return rc;
     if (out->scl > out->highest || out->floor_cpl > out->floor_head)
         return mrd_fail(msg, MRD_EPROTO,

@@ -14,6 +14,9 @@
  *     pages FIRST LSN [NODES]         read the test pages as of LSN, compare with the
  *                                     records FIRST..LSN applied to zero pages
  *     report [NODES]                  PG 0's report at floor 0: scl and every LSN held
+ *     records [NODES]                 every record of PG 0 a node serves to its peers
+ *                                     (GET /v1/records, page after page; forgotten
+ *                                     ones come from its log): scl and their LSNs
  *     get PATH [NODES]                any GET, body printed as a string
  *
  * NODES is a comma-separated list of segment indexes (default: all six).
@@ -464,6 +467,62 @@ static int cmd_report(ctx *c)
     return 0;
 }
 
+/* Prints the LSNs of the records in one /v1/records body; *count, *last of them. */
+static void print_batch_lsns(const mrd_buf *body, const char **sep, uint32_t *count,
+                             uint64_t *last)
+{
+    size_t off = 0;
+    while (off + WIRE_FRAME_HEADER_BYTES <= body->len) {
+        uint32_t len = (uint32_t)body->data[off] | (uint32_t)body->data[off + 1] << 8 |
+                       (uint32_t)body->data[off + 2] << 16 | (uint32_t)body->data[off + 3] << 24;
+        wire_batch b;
+        wire_record rec;
+        wire_batch_iter it;
+        if (wire_batch_decode(body->data + off + 8, len, &b, NULL) != 0) break;
+        wire_batch_iter_init(&it, &b);
+        while (wire_batch_iter_next(&it, &rec) == 1) {
+            printf("%s%" PRIu64, *sep, rec.lsn);
+            *sep = ",";
+            (*count)++;
+            *last = rec.lsn;
+        }
+        off += WIRE_FRAME_HEADER_BYTES + len;
+    }
+}
+
+static int cmd_records(ctx *c)
+{
+    for (int seg = 0; seg < TOPO_STORAGE; seg++) {
+        if (!c->want[seg]) continue;
+        const topo_node *n = topo_segment_node(c->region, seg);
+        const char *sep = "";
+        uint64_t after = 0;
+        bool open = false;
+        for (;;) {
+            char path[96];
+            resp r;
+            snprintf(path, sizeof(path), "/v1/records?pg=0&after=%" PRIu64, after);
+            if (!call(&c->conns[seg], n, c->tls, "GET", path, NULL, 0, NULL, 0, &r) ||
+                r.status != 200) {
+                if (open) printf("]}\n");
+                print_fail(c, seg, &r);
+                mrd_buf_free(&r.body);
+                break;
+            }
+            if (!open) printf("{\"seg\":%d,\"scl\":%s,\"lsns\":[", seg, r.scl);
+            open = true;
+            uint32_t count = 0;
+            print_batch_lsns(&r.body, &sep, &count, &after);
+            mrd_buf_free(&r.body);
+            if (count == 0) {
+                printf("]}\n");
+                break;
+            }
+        }
+    }
+    return 0;
+}
+
 static int cmd_get(ctx *c, const char *path)
 {
     for (int seg = 0; seg < TOPO_STORAGE; seg++) {
@@ -520,6 +579,9 @@ int main(int argc, char **argv)
     } else if (strcmp(cmd, "report") == 0) {
         parse_nodes(&c, n > 0 ? a[0] : NULL);
         rc = cmd_report(&c);
+    } else if (strcmp(cmd, "records") == 0) {
+        parse_nodes(&c, n > 0 ? a[0] : NULL);
+        rc = cmd_records(&c);
     } else if (strcmp(cmd, "get") == 0 && n >= 1) {
         parse_nodes(&c, n > 1 ? a[1] : NULL);
         rc = cmd_get(&c, a[0]);

@@ -100,7 +100,9 @@ def expect_pages(c, first, lsn, segs="012345"):
 
 
 def expect_all_records(c, first, last, segs="012345"):
-    for r in c.client("report", segs):
+    """Every record first..last, as the node serves it to peers: from memory, or from its
+    log once it forgot it."""
+    for r in c.client("records", segs):
         assert "lsns" in r, r
         held = set(r["lsns"])
         missing = [lsn for lsn in range(first, last + 1) if lsn not in held]

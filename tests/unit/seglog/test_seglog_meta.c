@@ -11,6 +11,7 @@ static seglog_meta sample(uint64_t epoch)
     seglog_meta m;
     memset(&m, 0, sizeof(m));
     m.epoch = epoch;
+    m.vdl = 3 * epoch;
     m.fence_count = 2;
     m.fences[0] = (seglog_meta_fence){.epoch = epoch / 2, .truncate_lsn = 77};
     m.fences[1] = (seglog_meta_fence){.epoch = epoch, .truncate_lsn = 1000 * epoch};
@@ -27,6 +28,7 @@ static seglog_meta sample(uint64_t epoch)
 static void assert_meta_equal(const seglog_meta *a, const seglog_meta *b)
 {
     assert_int_equal(a->epoch, b->epoch);
+    assert_int_equal(a->vdl, b->vdl);
     assert_int_equal(a->fence_count, b->fence_count);
     for (uint32_t i = 0; i < a->fence_count; i++) {
         assert_int_equal(a->fences[i].epoch, b->fences[i].epoch);
@@ -49,7 +51,7 @@ static void codec_round_trip(void **state)
     mrd_msg msg;
     m = sample(42);
     assert_int_equal(seglog_meta_encode(&m, buf, sizeof(buf), &len, &msg), 0);
-    assert_int_equal(len, 24 + 2 * 16 + 3 * 24 + 4);
+    assert_int_equal(len, 32 + 2 * 16 + 3 * 24 + 4);
     assert_int_equal(seglog_meta_decode(buf, len, &out, &msg), 0);
     assert_meta_equal(&m, &out);
     m.epoch = UINT64_MAX;
@@ -67,7 +69,7 @@ static void codec_round_trip(void **state)
     m.pg_count = 0;
     m.fence_count = 0;
     assert_int_equal(seglog_meta_encode(&m, buf, sizeof(buf), &len, &msg), 0);
-    assert_int_equal(len, 28);
+    assert_int_equal(len, 36);
     assert_int_equal(seglog_meta_decode(buf, len, &out, &msg), 0);
     assert_int_equal(out.pg_count, 0);
     assert_int_equal(out.fence_count, 0);
@@ -123,12 +125,12 @@ static int decode_edited(size_t at, uint8_t value, bool seal, mrd_msg *msg)
 
 static void decode_names_each_broken_rule(void **state)
 {
-    /* sample(9): 24-byte head, fences at 24 and 40, groups at 56, 80, 104, crc at 128. */
+    /* sample(9): 32-byte head, fences at 32 and 48, groups at 64, 88, 112, crc at 136. */
     mrd_msg msg;
     assert_int_equal(decode_edited(0, 'X', true, &msg), MRD_EPARSE);
     assert_non_null(strstr(msg.text, "magic"));
     assert_int_equal(decode_edited(4, 1, false, &msg), MRD_EVERSION);
-    assert_non_null(strstr(msg.text, "version 1"));
+    assert_non_null(strstr(msg.text, "version 1,"));
     assert_int_equal(decode_edited(7, 1, false, &msg), MRD_ETOOBIG); /* 259 groups */
     assert_int_equal(decode_edited(6, 4, false, &msg), MRD_ETRUNC);  /* 4 groups, 3 present */
     assert_int_equal(decode_edited(16, 17, false, &msg), MRD_ETOOBIG); /* 17 fences */
@@ -138,16 +140,33 @@ static void decode_names_each_broken_rule(void **state)
     assert_non_null(strstr(msg.text, "crc"));
     assert_int_equal(decode_edited(20, 1, true, &msg), MRD_EPARSE);
     assert_non_null(strstr(msg.text, "offset 20: padding"));
-    assert_int_equal(decode_edited(56 + 5, 1, true, &msg), MRD_EPARSE);
+    assert_int_equal(decode_edited(64 + 5, 1, true, &msg), MRD_EPARSE);
     assert_non_null(strstr(msg.text, "padding"));
-    assert_int_equal(decode_edited(56 + 4, 6, true, &msg), MRD_EPARSE);
+    assert_int_equal(decode_edited(64 + 4, 6, true, &msg), MRD_EPARSE);
     assert_non_null(strstr(msg.text, "segment index"));
-    assert_int_equal(decode_edited(80, 0, true, &msg), MRD_EPARSE); /* pg 0 after pg 10 */
+    assert_int_equal(decode_edited(88, 0, true, &msg), MRD_EPARSE); /* pg 0 after pg 10 */
     assert_non_null(strstr(msg.text, "increasing"));
-    assert_int_equal(decode_edited(40, 3, true, &msg), MRD_EPARSE); /* fence epoch 3 after 4 */
+    assert_int_equal(decode_edited(48, 3, true, &msg), MRD_EPARSE); /* fence epoch 3 after 4 */
     assert_non_null(strstr(msg.text, "fence 1"));
-    assert_int_equal(decode_edited(40 + 7, 1, true, &msg), MRD_EPARSE); /* above the epoch */
+    assert_int_equal(decode_edited(48 + 7, 1, true, &msg), MRD_EPARSE); /* above the epoch */
     assert_non_null(strstr(msg.text, "above the node's epoch"));
+}
+
+/* A version 2 file (before the VDL) still reads, with VDL 0. */
+static void decode_reads_version_2(void **state)
+{
+    seglog_meta m = sample(9), out;
+    uint8_t buf[SEGLOG_META_BYTES_MAX];
+    size_t len;
+    mrd_msg msg;
+    assert_int_equal(seglog_meta_encode(&m, buf, sizeof(buf), &len, &msg), 0);
+    memmove(buf + 24, buf + 32, len - 32); /* drop the VDL */
+    len -= 8;
+    buf[4] = 2;
+    reseal(buf, len);
+    assert_int_equal(seglog_meta_decode(buf, len, &out, &msg), 0);
+    m.vdl = 0;
+    assert_meta_equal(&m, &out);
 }
 
 static void decode_refuses_every_cut_and_flip(void **state)
@@ -343,6 +362,7 @@ int main(void)
         cmocka_unit_test(codec_round_trip),
         cmocka_unit_test(encode_refuses_what_decode_would),
         cmocka_unit_test(decode_names_each_broken_rule),
+        cmocka_unit_test(decode_reads_version_2),
         cmocka_unit_test(decode_refuses_every_cut_and_flip),
         cmocka_unit_test(write_read_and_replace),
         cmocka_unit_test(replacement_is_atomic_at_every_step),

@@ -155,17 +155,62 @@ static void segment_serves_only_durable_records(void **state)
         rx_ok(&f, lsn, lsn - 1);
     stp_synced(&f.p, 2);
     const stp_rec *out[QUORUM_SERVE_MAX];
-    uint32_t n = stp_serve(&f.p, 0, QUORUM_LSN_MAX, out, QUORUM_SERVE_MAX);
+    stp_gap old;
+    uint32_t n = stp_serve(&f.p, 0, QUORUM_LSN_MAX, out, QUORUM_SERVE_MAX, &old);
     assert_int_equal(n, 2);
     assert_int_equal(out[0]->lsn, 1);
     assert_int_equal(out[1]->lsn, 2);
     assert_non_null(out[1]->payload);
-    n = stp_serve(&f.p, 1, 1, out, QUORUM_SERVE_MAX); /* an empty range */
+    n = stp_serve(&f.p, 1, 1, out, QUORUM_SERVE_MAX, &old); /* an empty range */
     assert_int_equal(n, 0);
     stp_synced(&f.p, 4);
-    n = stp_serve(&f.p, 2, 3, out, QUORUM_SERVE_MAX);
+    n = stp_serve(&f.p, 2, 3, out, QUORUM_SERVE_MAX, &old);
     assert_int_equal(n, 1);
     assert_int_equal(out[0]->lsn, 3);
+    fix_close(&f);
+}
+
+/* Materialized, complete records at or below the VDL leave memory; the log serves them. */
+static void segment_forgets_materialized_records(void **state)
+{
+    fix f;
+    fix_init(&f, 0, NULL, 0, 8);
+    for (uint64_t lsn = 1; lsn <= 6; lsn++)
+        rx_ok(&f, lsn, lsn - 1);
+    stp_synced(&f.p, 6);
+    assert_int_equal(stp_forget(&f.p, 100), 0); /* nothing materialized yet */
+    stp_materialized(&f.p, 4);
+    assert_int_equal(stp_forget(&f.p, 3), 3); /* the VDL bounds it */
+    assert_int_equal(stp_forget(&f.p, 100), 1); /* then the materialized LSN */
+    assert_int_equal(stp_base(&f.p), 4);
+    assert_int_equal(stp_records(&f.p), 2);
+    assert_null(stp_find(&f.p, 4));
+    /* Room again: more fit beside the two held. */
+    for (uint64_t lsn = 7; lsn <= 11; lsn++)
+        rx_ok(&f, lsn, lsn - 1);
+    uint64_t nk, wk;
+    assert_int_equal(rx(&f, 2, 1, &nk, &wk), 0); /* a duplicate of a forgotten record */
+    assert_int_equal(nk, 0);
+    assert_int_equal(wk, 0);
+    /* Peers asking below the base are sent to the log, with the keys to scan. */
+    const stp_rec *out[QUORUM_SERVE_MAX];
+    stp_gap old;
+    assert_int_equal(stp_serve(&f.p, 1, 5, out, QUORUM_SERVE_MAX, &old), 0);
+    assert_int_equal(old.after, 1);
+    assert_int_equal(old.upto, 4);
+    uint64_t kmin, kmax;
+    assert_true(stp_old_keys(&f.p, 1, 4, &kmin, &kmax)); /* both forgotten ranges */
+    assert_int_equal(kmin, 1);
+    assert_int_equal(kmax, 4);
+    assert_true(stp_old_keys(&f.p, 0, 2, &kmin, &kmax)); /* the first: lsns 1..3, keys 1..3 */
+    assert_int_equal(kmin, 1);
+    assert_int_equal(kmax, 3);
+    assert_true(stp_old_keys(&f.p, 3, 4, &kmin, &kmax));
+    assert_int_equal(kmin, 4);
+    assert_int_equal(kmax, 4);
+    assert_false(stp_old_keys(&f.p, 4, 9, &kmin, &kmax));
+    assert_int_equal(stp_serve(&f.p, 4, 5, out, QUORUM_SERVE_MAX, &old), 1);
+    assert_int_equal(old.after, old.upto);
     fix_close(&f);
 }
 
@@ -464,6 +509,7 @@ int main(void)
         cmocka_unit_test(segment_acks_only_what_is_synced),
         cmocka_unit_test(segment_asks_peers_for_gaps),
         cmocka_unit_test(segment_serves_only_durable_records),
+        cmocka_unit_test(segment_forgets_materialized_records),
         cmocka_unit_test(segment_refuses_beyond_its_limit),
         cmocka_unit_test(fence_drops_voided_records_from_the_index),
         cmocka_unit_test(load_replays_the_log_under_the_fences),
