@@ -815,19 +815,24 @@ static void faults(sim *s)
 
 /* ---- the run ----------------------------------------------------------------------------- */
 
-/* Forgets up to a random point at or below the node's VDL, as a storage node does. */
+/*
+ * Forgets up to the node's VDL, as a storage node does once it materialized
+ * that far, or to a random point below it. (Exactly at the VDL matters: a
+ * report at a floor equal to the base must still name the CPL there.)
+ */
 static void forget(sim *s, uint8_t n, uint32_t pg)
 {
     seg_chain *c = &s->chains[n][pg];
     uint64_t base = seg_chain_base(c);
-    sc_event ev = {.kind = SC_EV_FORGET,
-                   .now_ms = s->now,
-                   .upto = rnd(&s->rng, (uint32_t)s->node_vdl[n] + 1)};
+    sc_event ev = {.kind = SC_EV_FORGET, .now_ms = s->now, .upto = s->node_vdl[n]};
+    if (rnd(&s->rng, 2)) ev.upto = rnd(&s->rng, (uint32_t)s->node_vdl[n] + 1);
+    if (s->opt.forget_past_vdl) ev.upto = QUORUM_LSN_MAX;
     if (seg_chain_step(c, &ev, chain_sink(s, n, pg)) != 0) fail(s, "forget refused");
     if (seg_chain_base(c) == base) return;
     s->res->forgotten += seg_chain_base(c) - base; /* LSNs, of any PG */
     tr(s, "s%u pg %u forgets up to %llu", n, pg, (unsigned long long)seg_chain_base(c));
-    if (seg_chain_base(c) > s->node_vdl[n] || seg_chain_base(c) > seg_chain_scl(c))
+    if ((!s->opt.forget_past_vdl && seg_chain_base(c) > s->node_vdl[n]) ||
+        seg_chain_base(c) > seg_chain_scl(c))
         fail(s, "s%u pg %u forgot past its VDL or SCL", n, pg);
 }
 
@@ -841,7 +846,9 @@ static void ticks(sim *s)
         for (uint32_t pg = 0; pg < s->p.pgs; pg++) {
             sc_event sev = {.kind = SC_EV_TICK, .now_ms = s->now};
             seg_chain_step(&s->chains[n][pg], &sev, chain_sink(s, n, pg));
-            if (s->node_vdl[n] > 0 && chance(&s->rng, s->p.forget_ppm)) forget(s, n, pg);
+            if ((s->node_vdl[n] > 0 || s->opt.forget_past_vdl) &&
+                chance(&s->rng, s->p.forget_ppm))
+                forget(s, n, pg);
         }
     }
 }

@@ -19,6 +19,7 @@ typedef struct {
     uint32_t write_quorum; /* the writer core's quorum: QUORUM_WRITE, or a broken rule */
     bool verbose;          /* print every event as it happens */
     bool quiet;            /* do not print the failure report */
+    bool forget_past_vdl;  /* a broken rule: segments forget up to SCL, ignoring the VDL */
 } sim_options;
 
 typedef struct {

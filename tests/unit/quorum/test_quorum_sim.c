@@ -1,8 +1,9 @@
 /*
  * The quorum cores under the seeded simulator: many schedules with crashes of
  * up to one AZ plus one node, writer restarts, drops, duplicates and delays,
- * every invariant checked at every step; and proof that the checker fails
- * when the writer's rule is broken.
+ * every invariant checked at every step, with segments forgetting up to the
+ * VDL they heard; and proof that the checker fails when the writer's rule is
+ * broken, or when segments forget past that VDL.
  *
  * MRD_SIM_SEED=n replays one seed (MRD_SIM_VERBOSE=1 prints every event);
  * MRD_SIM_SEEDS=n runs n seeds (default 2000), MRD_SIM_FIRST=n starts there.
@@ -76,11 +77,27 @@ static void sim_catches_quorum_of_three(void **state)
            res.failure);
 }
 
+/* Segments that forget past the VDL they heard break recovery's floor: caught. */
+static void sim_catches_forgetting_past_the_vdl(void **state)
+{
+    sim_options opt = {.write_quorum = QUORUM_WRITE, .quiet = true, .forget_past_vdl = true};
+    sim_result res;
+    uint64_t seed;
+    for (seed = 1; seed <= SIM_BROKEN_SEEDS_MAX; seed++) {
+        opt.seed = seed;
+        if (sim_run(&opt, &res)) break;
+    }
+    assert_true(seed <= SIM_BROKEN_SEEDS_MAX);
+    printf("quorum sim: forgetting past the VDL caught at seed %llu: %s\n",
+           (unsigned long long)seed, res.failure);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(sim_many_seeds),
         cmocka_unit_test(sim_catches_quorum_of_three),
+        cmocka_unit_test(sim_catches_forgetting_past_the_vdl),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
