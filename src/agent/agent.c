@@ -134,7 +134,10 @@ int agent_start(mrd_node *node, agent **out, mrd_msg *msg)
     register_metrics(a);
     checksum_load(a);
     int rc = client_tls(a, msg);
-    if (rc == 0 && ag_backlog_init(&a->backlog, AG_BACKLOG_RECORDS_MAX, AG_BACKLOG_BYTES_MAX) != 0)
+    uint32_t cap = AG_BACKLOG_RECORDS_MAX;
+    const char *env = getenv(AG_BACKLOG_RECORDS_ENV); /* small, for tests */
+    if (env != NULL && atoi(env) >= 16 && (uint32_t)atoi(env) < cap) cap = (uint32_t)atoi(env);
+    if (rc == 0 && ag_backlog_init(&a->backlog, cap, AG_BACKLOG_BYTES_MAX) != 0)
         rc = mrd_fail(msg, MRD_ENOMEM, "agent: out of memory for the backlog");
     if (rc == 0) rc = a->primary ? ag_primary_start(a, msg) : ag_secondary_start(a, msg);
     if (rc != 0) return rc;

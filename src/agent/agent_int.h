@@ -9,6 +9,8 @@
 #define AG_TICK_MS 100u
 #define AG_RECONNECT_MS 500u
 #define AG_BEHIND_RETRY_MS 5000u /* a secondary the backlog cannot serve is tried again */
+#define AG_CATCHUP_LSNS_MAX 65536u /* LSNs one catch-up read from storage covers */
+#define AG_UNCOMMITTED_MAX 16384u  /* records received ahead of a mark (the writer has 4096) */
 #define AG_CPL_RING 65536u       /* commit points whose checksum a secondary keeps */
 #define AG_CHECKSUM_FILE "agent.checksum"
 #define AG_REOPEN_MS 2000u /* a secondary's failed volume is recovered again after this */
@@ -17,16 +19,19 @@
 typedef struct {
     uint64_t lsn;
     bool cpl;
+    uint32_t crc; /* primary: the rolling checksum up to and including this record */
     mrd_buf enc;
 } ag_rec;
 
 typedef struct {
     ag_rec *recs;
     uint32_t head, count, cap;
+    uint32_t keep; /* records kept once committed; the rest of cap is for uncommitted ones */
     uint64_t bytes, bytes_max;
 } ag_backlog;
 
-int ag_backlog_init(ag_backlog *b, uint32_t cap, uint64_t bytes_max);
+/* Room for keep records plus AG_UNCOMMITTED_MAX received ahead of their mark. */
+int ag_backlog_init(ag_backlog *b, uint32_t keep, uint64_t bytes_max);
 void ag_backlog_free(ag_backlog *b);
 int ag_backlog_put(ag_backlog *b, uint64_t lsn, bool cpl, const uint8_t *enc, size_t len);
 ag_rec *ag_backlog_at(const ag_backlog *b, uint32_t i);
@@ -39,7 +44,14 @@ bool ag_backlog_full(const ag_backlog *b);
 typedef struct ag_fill ag_fill;
 
 /* The primary's stream to one secondary region. */
-typedef enum { LINK_IDLE, LINK_CONNECTING, LINK_OPENING, LINK_STREAMING, LINK_BEHIND } ag_link_state;
+typedef enum {
+    LINK_IDLE,
+    LINK_CONNECTING,
+    LINK_OPENING,
+    LINK_STREAMING,
+    LINK_BEHIND,
+    LINK_CATCHUP, /* sending records read from storage: the backlog no longer holds them */
+} ag_link_state;
 
 typedef struct {
     agent *a;
@@ -52,6 +64,11 @@ typedef struct {
     wire_frame_reader fr;
     uint64_t sent_lsn;
     uint64_t retry_at_ms;
+    ag_rec *catchup;       /* records read from storage for this link, ascending */
+    uint32_t n_catchup;
+    uint64_t catchup_upto; /* the catch-up reaches here (0: none held) */
+    uint64_t catchup_want; /* the range asked for */
+    bool catchup_retry;    /* ask storage again from the tick */
     int checksum_match; /* 1 equal, 0 different, -1 not comparable yet */
     uint64_t checksum_lsn;
     uint32_t checksum;
@@ -90,7 +107,8 @@ struct agent {
     uint64_t follow_retry_at_ms;
     uint64_t received_lsn, committed_lsn;
     uint64_t commit_bytes; /* bytes received since the last commit */
-    uint32_t crc;
+    uint32_t crc;      /* at committed_lsn */
+    uint32_t recv_crc; /* at received_lsn */
     bool crc_known;
     char gap[MRD_MSG_MAX]; /* why the log cannot continue, or empty */
     uint64_t gap_upto;     /* the writer's VDL beyond the gap */
@@ -129,11 +147,15 @@ struct agent {
 /* agent.c */
 void ag_checksum_save(agent *a, uint64_t lsn, uint32_t crc);
 
-/* fill.c: records (after, upto] from the region's storage into the backlog, then commit. */
-int ag_fill_start(agent *a, uint64_t after, uint64_t upto);
+/* fill.c: records (after, upto] from the region's storage: into the backlog and committed
+ * (link NULL: a gap in the agent's own log), or handed to a lagging link. */
+int ag_fill_start(agent *a, ag_link *link, uint64_t after, uint64_t upto);
 
 /* primary.c */
 void ag_primary_commit(agent *a, uint64_t vdl, uint64_t now);
+/* A catch-up read for l: recs (ownership passes) reach upto; or it failed. */
+void ag_link_catchup_done(ag_link *l, ag_rec *recs, uint32_t n, uint64_t upto);
+void ag_link_catchup_failed(ag_link *l);
 int ag_primary_start(agent *a, mrd_msg *msg);
 void ag_primary_tick(agent *a, uint64_t now);
 void ag_primary_stop(agent *a);

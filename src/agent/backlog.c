@@ -1,5 +1,7 @@
 /*
- * The agent's recent records: a ring by LSN, bounded in records and bytes.
+ * The agent's recent records: a ring by LSN, bounded in records and bytes
+ * ("full" at keep records; the ring has room beyond for records received
+ * ahead of their durability mark, which are never dropped).
  * LSNs increase; they may skip where a primary writer restarted, so a
  * record is found by binary search, not by offset.
  */
@@ -8,12 +10,14 @@
 
 #include "agent_int.h"
 
-int ag_backlog_init(ag_backlog *b, uint32_t cap, uint64_t bytes_max)
+int ag_backlog_init(ag_backlog *b, uint32_t keep, uint64_t bytes_max)
 {
     memset(b, 0, sizeof(*b));
+    uint32_t cap = keep + AG_UNCOMMITTED_MAX;
     b->recs = calloc(cap, sizeof(*b->recs));
     if (b->recs == NULL) return MRD_ENOMEM;
     b->cap = cap;
+    b->keep = keep;
     b->bytes_max = bytes_max;
     return 0;
 }
@@ -33,7 +37,7 @@ ag_rec *ag_backlog_at(const ag_backlog *b, uint32_t i)
 
 bool ag_backlog_full(const ag_backlog *b)
 {
-    return b->count == b->cap || b->bytes > b->bytes_max;
+    return b->count >= b->keep || b->bytes > b->bytes_max;
 }
 
 void ag_backlog_drop_oldest(ag_backlog *b)

@@ -22,18 +22,15 @@
 #define FILL_RECORDS_MAX (1u << 20) /* records one fill collects, over all copies */
 #define FILL_ANSWER_BYTES_MAX (8u << 20)
 
-typedef struct {
-    uint64_t lsn;
-    mrd_buf enc;
-} fill_rec;
-
 struct ag_fill {
     uv_work_t work;
     agent *a;
+    ag_link *link; /* NULL: the agent's own log */
+    bool exact;    /* the chain must end at upto exactly */
     topo_addr nodes[QUORUM_SEGMENTS];
     h2_tls *tls;
     uint64_t after, upto;
-    fill_rec *recs;
+    ag_rec *recs;
     uint32_t n, cap;
     uint32_t answered; /* nodes that answered every PG */
     int rc;
@@ -45,13 +42,14 @@ static int keep(ag_fill *f, const wire_record *rec)
     if (f->n == f->cap) {
         uint32_t cap = f->cap ? f->cap * 2 : 1024;
         if (cap > FILL_RECORDS_MAX) return MRD_ETOOBIG;
-        fill_rec *grown = realloc(f->recs, cap * sizeof(*grown));
+        ag_rec *grown = realloc(f->recs, cap * sizeof(*grown));
         if (grown == NULL) return MRD_ENOMEM;
         f->recs = grown;
         f->cap = cap;
     }
-    fill_rec *r = &f->recs[f->n];
+    ag_rec *r = &f->recs[f->n];
     r->lsn = rec->lsn;
+    r->cpl = (rec->flags & WIRE_REC_CPL) != 0;
     mrd_buf_init(&r->enc);
     int rc = wire_record_encode(rec, &r->enc, NULL);
     if (rc == 0) f->n++;
@@ -138,7 +136,7 @@ static void fill_work(uv_work_t *w)
 
 static int rec_cmp(const void *x, const void *y)
 {
-    uint64_t a = ((const fill_rec *)x)->lsn, b = ((const fill_rec *)y)->lsn;
+    uint64_t a = ((const ag_rec *)x)->lsn, b = ((const ag_rec *)y)->lsn;
     return a < b ? -1 : a > b;
 }
 
@@ -148,22 +146,76 @@ static bool take_chain(agent *a, ag_fill *f)
     qsort(f->recs, f->n, sizeof(*f->recs), rec_cmp);
     uint64_t at = f->after;
     ag_backlog_truncate_after(&a->backlog, f->after);
+    a->received_lsn = f->after;
+    a->recv_crc = a->crc;
     for (uint32_t i = 0; i < f->n && at < f->upto; i++) {
         if (f->recs[i].lsn <= at) continue; /* another copy */
         wire_record rec;
         if (wire_record_decode(f->recs[i].enc.data, f->recs[i].enc.len, &rec, NULL) != 0 ||
             rec.vol_prev_lsn != at)
             break;
+        /* a full backlog of records to commit gives way to the newest: links that need the
+         * oldest catch up from storage themselves */
         if (ag_backlog_full(&a->backlog)) ag_backlog_drop_oldest(&a->backlog);
         if (ag_backlog_put(&a->backlog, rec.lsn, (rec.flags & WIRE_REC_CPL) != 0,
                            f->recs[i].enc.data, f->recs[i].enc.len) != 0)
             break;
+        a->recv_crc = ag_checksum_advance(a->recv_crc, rec.lsn, f->recs[i].enc.data,
+                                          f->recs[i].enc.len);
+        ag_backlog_at(&a->backlog, a->backlog.count - 1)->crc = a->recv_crc;
         at = rec.lsn;
     }
     if (at == f->upto) return true;
     ag_backlog_truncate_after(&a->backlog, f->after);
+    a->received_lsn = f->after;
+    a->recv_crc = a->crc;
     snprintf(f->why, sizeof(f->why), "the records on storage link only up to LSN %" PRIu64, at);
     return false;
+}
+
+/* The chain from after through the sorted records, compacted in place for a link: every
+ * record fetched must be on it (three nodes hold every committed record between them). */
+static bool link_chain(ag_fill *f, uint64_t *end)
+{
+    qsort(f->recs, f->n, sizeof(*f->recs), rec_cmp);
+    uint64_t at = f->after;
+    uint32_t kept = 0;
+    bool ok = true;
+    for (uint32_t i = 0; i < f->n; i++) {
+        ag_rec *r = &f->recs[i];
+        wire_record rec;
+        if (r->lsn <= at) { /* another copy */
+            mrd_buf_free(&r->enc);
+            continue;
+        }
+        if (!ok || wire_record_decode(r->enc.data, r->enc.len, &rec, NULL) != 0 ||
+            rec.vol_prev_lsn != at) {
+            ok = false;
+            mrd_buf_free(&r->enc);
+            continue;
+        }
+        at = r->lsn;
+        f->recs[kept++] = *r;
+    }
+    f->n = kept;
+    *end = at;
+    if (ok && at > f->after && (!f->exact || at == f->upto)) return true;
+    snprintf(f->why, sizeof(f->why), "the records on storage link only up to LSN %" PRIu64, at);
+    return false;
+}
+
+static void link_done(ag_fill *f)
+{
+    uint64_t end = 0;
+    if (f->rc == 0 && f->answered >= QUORUM_READ && link_chain(f, &end)) {
+        ag_link_catchup_done(f->link, f->recs, f->n, end);
+        f->recs = NULL;
+        f->n = 0;
+        return;
+    }
+    MRD_WARN("replica_link_catchup_failed", "after=%" PRIu64 " upto=%" PRIu64 " reason=\"%s\"",
+             f->after, f->upto, f->why[0] ? f->why : "fewer than 3 nodes answered");
+    ag_link_catchup_failed(f->link);
 }
 
 static void fill_done(uv_work_t *w, int status)
@@ -172,6 +224,14 @@ static void fill_done(uv_work_t *w, int status)
     agent *a = f->a;
     a->fill = NULL;
     bool ok = false;
+    if (f->link != NULL) {
+        if (!a->stopping && status == 0) link_done(f);
+        for (uint32_t i = 0; i < f->n; i++)
+            mrd_buf_free(&f->recs[i].enc);
+        free(f->recs);
+        free(f);
+        return;
+    }
     if (!a->stopping && status == 0 && f->rc == 0 && f->answered >= QUORUM_READ &&
         a->committed_lsn == f->after)
         ok = take_chain(a, f);
@@ -194,12 +254,14 @@ static void fill_done(uv_work_t *w, int status)
     free(f);
 }
 
-int ag_fill_start(agent *a, uint64_t after, uint64_t upto)
+int ag_fill_start(agent *a, ag_link *link, uint64_t after, uint64_t upto)
 {
     if (a->fill != NULL) return MRD_EBUSY;
     ag_fill *f = calloc(1, sizeof(*f));
     if (f == NULL) return MRD_ENOMEM;
     f->a = a;
+    f->link = link;
+    f->exact = link == NULL;
     f->tls = a->client_tls;
     f->after = after;
     f->upto = upto;
@@ -211,6 +273,7 @@ int ag_fill_start(agent *a, uint64_t after, uint64_t upto)
         return MRD_ENOMEM;
     }
     a->fill = f;
-    MRD_INFO("log_gap_fill", "after=%" PRIu64 " upto=%" PRIu64, after, upto);
+    MRD_INFO(link ? "replica_link_catchup_read" : "log_gap_fill", "after=%" PRIu64 " upto=%" PRIu64,
+             after, upto);
     return 0;
 }

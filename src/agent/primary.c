@@ -16,6 +16,7 @@
 #include "agent_int.h"
 
 static void link_pump(ag_link *l);
+static void catchup_free(ag_link *l);
 
 /* ---- committing what the writer made durable -------------------------------------------- */
 
@@ -24,23 +25,45 @@ void ag_primary_commit(agent *a, uint64_t vdl, uint64_t now)
 {
     if (vdl <= a->committed_lsn) return;
     uint64_t bytes = 0;
-    for (uint32_t i = ag_backlog_after(&a->backlog, a->committed_lsn); i < a->backlog.count; i++) {
-        ag_rec *r = ag_backlog_at(&a->backlog, i);
-        if (r->lsn > vdl) break;
-        a->crc = ag_checksum_advance(a->crc, r->lsn, r->enc.data, r->enc.len);
-        bytes += r->enc.len;
+    uint32_t i = ag_backlog_after(&a->backlog, a->committed_lsn);
+    ag_rec *last = NULL;
+    for (; i < a->backlog.count && ag_backlog_at(&a->backlog, i)->lsn <= vdl; i++) {
+        last = ag_backlog_at(&a->backlog, i);
+        bytes += last->enc.len;
+    }
+    if (last != NULL && last->lsn == vdl) {
+        a->crc = last->crc;
+    } else if (a->crc_known) { /* cannot happen: uncommitted records are never dropped */
+        a->crc_known = false;
+        MRD_ERROR("checksum_unknown", "lsn=%" PRIu64 " reason=\"record not held at commit\"", vdl);
     }
     a->committed_lsn = vdl;
     ag_lag_commit(&a->lag, vdl, bytes, a->crc, now);
     mrd_metric_set(a->m_durable, (double)vdl);
-    for (int i = 0; i < a->node->topo.region_count; i++)
-        if (a->links[i].state == LINK_STREAMING) link_pump(&a->links[i]);
+    for (int k = 0; k < a->node->topo.region_count; k++)
+        if (a->links[k].state == LINK_STREAMING) link_pump(&a->links[k]);
+}
+
+/* Keeps a received record: its checksum continues the received chain. */
+static int keep_record(agent *a, const wire_record *rec, const uint8_t *enc, size_t len)
+{
+    if (ag_backlog_full(&a->backlog) && ag_backlog_at(&a->backlog, 0)->lsn <= a->committed_lsn)
+        ag_backlog_drop_oldest(&a->backlog);
+    if (a->backlog.count == a->backlog.cap) return MRD_ETOOBIG;
+    int rc = ag_backlog_put(&a->backlog, rec->lsn, (rec->flags & WIRE_REC_CPL) != 0, enc, len);
+    if (rc != 0) return rc;
+    a->recv_crc = ag_checksum_advance(a->recv_crc, rec->lsn, enc, len);
+    ag_backlog_at(&a->backlog, a->backlog.count - 1)->crc = a->recv_crc;
+    a->received_lsn = rec->lsn;
+    return 0;
 }
 
 static void follow_fail(agent *a, const char *why)
 {
     MRD_WARN("log_follow_down", "writer=%s reason=\"%s\"", a->writer_node->id, why);
-    if (a->follow != NULL) h2_call_cancel(a->follow);
+    h2_call *call = a->follow;
+    a->follow = NULL; /* nothing more is taken from it */
+    if (call != NULL) h2_call_cancel(call);
     if (a->wc != NULL) a->wc_closing = true;
 }
 
@@ -58,6 +81,7 @@ static int follow_start(agent *a, const wire_mark *m, mrd_msg *msg)
             MRD_WARN("checksum_unknown", "from=%" PRIu64 " writer_vdl=%" PRIu64
                      " reason=\"the volume is behind the saved checksum\"", a->ck_lsn, m->vdl);
         a->committed_lsn = a->received_lsn = base;
+        a->recv_crc = a->crc;
         int rc = ag_lag_init(&a->lag, 0, base, a->crc, a->crc_known, now, msg);
         if (rc != 0) return rc;
         a->lag_ready = true;
@@ -75,11 +99,12 @@ static int follow_start(agent *a, const wire_mark *m, mrd_msg *msg)
                  ": records in between must come from storage",
                  m->vdl, a->committed_lsn);
         a->gap_upto = m->vdl;
-        if (m->vdl > a->committed_lsn) ag_fill_start(a, a->committed_lsn, m->vdl);
+        if (m->vdl > a->committed_lsn) ag_fill_start(a, NULL, a->committed_lsn, m->vdl);
         return mrd_fail(msg, MRD_EPROTO, "%s", a->gap);
     }
     ag_backlog_truncate_after(&a->backlog, a->committed_lsn);
     a->received_lsn = a->committed_lsn;
+    a->recv_crc = a->crc;
     MRD_INFO("log_follow_resume", "writer=%s vdl=%" PRIu64 " epoch=%" PRIu64, a->writer_node->id,
              m->vdl, m->epoch);
     return 0;
@@ -100,16 +125,12 @@ static int on_batch(agent *a, const uint8_t *data, size_t len, mrd_msg *msg)
                             rec.lsn, rec.vol_prev_lsn, a->received_lsn);
         a->scratch.len = 0;
         rc = wire_record_encode(&rec, &a->scratch, msg);
-        if (rc == 0 && ag_backlog_full(&a->backlog)) {
-            MRD_WARN("backlog_full", "oldest=%" PRIu64 " reason=\"a secondary loses its place\"",
-                     ag_backlog_at(&a->backlog, 0)->lsn);
-            ag_backlog_drop_oldest(&a->backlog);
-        }
-        if (rc == 0)
-            rc = ag_backlog_put(&a->backlog, rec.lsn, (rec.flags & WIRE_REC_CPL) != 0,
-                                a->scratch.data, a->scratch.len);
-        if (rc != 0) return mrd_fail(msg, rc, "record %" PRIu64 ": cannot keep it", rec.lsn);
-        a->received_lsn = rec.lsn;
+        if (rc == 0) rc = keep_record(a, &rec, a->scratch.data, a->scratch.len);
+        if (rc != 0)
+            return mrd_fail(msg, rc, "record %" PRIu64 ": cannot keep it%s", rec.lsn,
+                            rc == MRD_ETOOBIG ? ": the backlog is full of records no mark "
+                                                "made durable yet"
+                                              : "");
     }
     return rc;
 }
@@ -137,7 +158,7 @@ static int on_frame(agent *a, const wire_frame *f, mrd_msg *msg)
 static void f_data(h2_call *call, const uint8_t *data, size_t len, void *ud)
 {
     agent *a = ud;
-    while (len > 0 && a->follow != NULL) {
+    while (len > 0 && a->follow == call) {
         size_t used = 0;
         wire_frame f;
         mrd_msg msg = {{0}};
@@ -156,12 +177,14 @@ static void f_data(h2_call *call, const uint8_t *data, size_t len, void *ud)
 
 static void f_response(h2_call *call, int status, void *ud)
 {
-    if (status != 200) follow_fail(ud, "the writer does not serve its log");
+    agent *a = ud;
+    if (call == a->follow && status != 200) follow_fail(a, "the writer does not serve its log");
 }
 
 static void f_close(h2_call *call, int error, void *ud)
 {
     agent *a = ud;
+    if (call != a->follow) return; /* already given up */
     a->follow = NULL;
     if (!a->stopping) follow_fail(a, error ? mrd_strerror(error) : "the writer ended the stream");
 }
@@ -192,7 +215,7 @@ static void follow_tick(agent *a, uint64_t now)
     }
     if (a->gap[0] != '\0') { /* nothing to follow until the gap is filled from storage */
         if (a->fill == NULL && now >= a->fill_retry_at_ms && a->gap_upto > a->committed_lsn)
-            ag_fill_start(a, a->committed_lsn, a->gap_upto);
+            ag_fill_start(a, NULL, a->committed_lsn, a->gap_upto);
         return;
     }
     if (a->wc == NULL && now >= a->follow_retry_at_ms) {
@@ -231,26 +254,61 @@ static void link_down(ag_link *l, const char *why, uint64_t retry_ms)
     if (l->client != NULL) l->closing = true; /* closed from the tick, outside its callbacks */
     if (l->state != LINK_BEHIND) l->state = LINK_IDLE;
     l->retry_at_ms = mrd_now_ms() + retry_ms;
+    catchup_free(l);
+    l->catchup_upto = 0;
+    l->catchup_retry = false;
 }
 
-/* One frame: committed records after sent_lsn, as many as a batch takes. */
-static int link_send_one(ag_link *l)
+/* Records to send: the backlog, or a catch-up read from storage. */
+typedef struct {
+    ag_rec *(*at)(const void *src, uint32_t i);
+    const void *src;
+    uint32_t count;
+} rec_source;
+
+static ag_rec *backlog_rec(const void *src, uint32_t i)
+{
+    return ag_backlog_at(src, i);
+}
+
+static ag_rec *catchup_rec(const void *src, uint32_t i)
+{
+    return &((const ag_link *)src)->catchup[i];
+}
+
+/* First index of src with lsn > x. */
+static uint32_t source_after(const rec_source *src, uint64_t x)
+{
+    uint32_t lo = 0, hi = src->count;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (src->at(src->src, mid)->lsn > x)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+/* One frame: committed records of src after sent_lsn, as many as a batch takes. */
+static int link_send_one(ag_link *l, const rec_source *src)
 {
     agent *a = l->a;
-    uint32_t i = ag_backlog_after(&a->backlog, l->sent_lsn);
+    uint32_t i = source_after(src, l->sent_lsn);
     a->scratch.len = 0;
     wire_batch_builder bb;
     int rc = wire_batch_begin(&bb, &a->scratch, WIRE_BATCH_LOG);
     uint64_t last = l->sent_lsn;
     uint32_t n = 0;
-    for (; rc == 0 && i < a->backlog.count && n < AG_SEND_BATCH_RECORDS_MAX; i++, n++) {
-        ag_rec *r = ag_backlog_at(&a->backlog, i);
+    for (; rc == 0 && i < src->count && n < AG_SEND_BATCH_RECORDS_MAX; i++, n++) {
+        ag_rec *r = src->at(src->src, i);
         if (r->lsn > a->committed_lsn || a->scratch.len + r->enc.len > AG_SEND_BATCH_BYTES_MAX) break;
         wire_record rec;
         rc = wire_record_decode(r->enc.data, r->enc.len, &rec, NULL);
         if (rc == 0) rc = wire_batch_add(&bb, &rec, NULL);
         if (rc == 0) last = r->lsn;
     }
+    if (rc == 0 && n == 0) return MRD_ENOTFOUND;
     if (rc == 0) rc = wire_batch_finish(&bb, NULL);
     a->frame.len = 0;
     if (rc == 0) rc = ag_frame_batch_encode(a->scratch.data, a->scratch.len, &a->frame, NULL);
@@ -264,42 +322,99 @@ static int link_send_one(ag_link *l)
     return 0;
 }
 
+static void catchup_free(ag_link *l)
+{
+    for (uint32_t i = 0; i < l->n_catchup; i++)
+        mrd_buf_free(&l->catchup[i].enc);
+    free(l->catchup);
+    l->catchup = NULL;
+    l->n_catchup = 0;
+}
+
+static void link_resume(ag_link *l, uint64_t resume);
+
 static void link_pump(ag_link *l)
 {
     agent *a = l->a;
-    while (l->state == LINK_STREAMING && l->sent_lsn < a->committed_lsn &&
+    rec_source bl = {backlog_rec, &a->backlog, a->backlog.count};
+    rec_source cu = {catchup_rec, l, l->n_catchup};
+    bool catching_up = l->state == LINK_CATCHUP && l->catchup_upto > 0;
+    const rec_source *src = catching_up ? &cu : &bl;
+    uint64_t until = catching_up ? l->catchup_upto : a->committed_lsn;
+    while ((l->state == LINK_STREAMING || catching_up) && l->sent_lsn < until &&
            h2_call_queued(l->call) < AG_SEND_QUEUED_MAX) {
-        if (link_send_one(l) != 0) return link_down(l, "cannot queue a batch", AG_RECONNECT_MS);
+        int rc = link_send_one(l, src);
+        if (rc == MRD_ENOTFOUND && catching_up) break;
+        if (rc != 0) return link_down(l, "cannot queue a batch", AG_RECONNECT_MS);
+    }
+    if (catching_up && l->sent_lsn >= l->catchup_upto) { /* read up to the backlog: go on */
+        catchup_free(l);
+        l->catchup_upto = 0;
+        link_resume(l, l->sent_lsn);
     }
 }
 
-/* Where the secondary ends: the stream starts after it, if the backlog reaches back that far. */
+/* Whether the backlog holds every committed record after resume. */
+static bool backlog_holds(agent *a, uint64_t resume, uint64_t *before)
+{
+    *before = a->committed_lsn;
+    uint32_t i = ag_backlog_after(&a->backlog, resume);
+    if (resume >= a->committed_lsn || (i < a->backlog.count && i > 0)) return true;
+    wire_record first;
+    if (a->backlog.count > 0 &&
+        wire_record_decode(ag_backlog_at(&a->backlog, 0)->enc.data,
+                           ag_backlog_at(&a->backlog, 0)->enc.len, &first, NULL) == 0) {
+        *before = first.vol_prev_lsn; /* the LSN just before the backlog */
+        return first.vol_prev_lsn == resume;
+    }
+    return false;
+}
+
+/* Where the secondary ends: the stream starts after it, from the backlog or, for what the
+ * backlog no longer holds, from a catch-up read of the region's storage. */
 static void link_resume(ag_link *l, uint64_t resume)
 {
     agent *a = l->a;
-    uint64_t from = a->backlog.count > 0 ? ag_backlog_at(&a->backlog, 0)->lsn : a->committed_lsn + 1;
-    uint32_t i = ag_backlog_after(&a->backlog, resume);
-    bool held = resume >= a->committed_lsn || (i < a->backlog.count && i > 0);
-    wire_record first;
-    if (!held && i == 0 && a->backlog.count > 0 &&
-        wire_record_decode(ag_backlog_at(&a->backlog, 0)->enc.data,
-                           ag_backlog_at(&a->backlog, 0)->enc.len, &first, NULL) == 0)
-        held = first.vol_prev_lsn == resume;
-    if (!held) {
-        char why[MRD_MSG_MAX];
-        snprintf(why, sizeof(why),
-                 "it needs the records after LSN %" PRIu64 ", this agent holds them from %" PRIu64
-                 ": they must be read from storage",
-                 resume, from);
-        l->state = LINK_BEHIND;
-        return link_down(l, why, AG_BEHIND_RETRY_MS);
-    }
+    uint64_t before;
     l->sent_lsn = resume;
-    l->state = LINK_STREAMING;
     l->why[0] = '\0';
+    if (!backlog_holds(a, resume, &before)) {
+        uint64_t upto = before < resume + AG_CATCHUP_LSNS_MAX ? before : resume + AG_CATCHUP_LSNS_MAX;
+        l->state = LINK_CATCHUP;
+        l->catchup_upto = 0;
+        snprintf(l->why, sizeof(l->why),
+                 "catching up from storage: records after LSN %" PRIu64 " left the backlog",
+                 resume);
+        l->catchup_want = upto;
+        if (ag_fill_start(a, l, resume, upto) != 0) l->catchup_retry = true;
+        return;
+    }
+    l->state = LINK_STREAMING;
     MRD_INFO("replica_link_up", "region=%s resume=%" PRIu64 " committed=%" PRIu64,
              a->node->topo.regions[l->region].name, resume, a->committed_lsn);
     link_pump(l);
+}
+
+void ag_link_catchup_done(ag_link *l, ag_rec *recs, uint32_t n, uint64_t upto)
+{
+    if (l->state != LINK_CATCHUP || l->call == NULL) { /* the link went down meanwhile */
+        for (uint32_t i = 0; i < n; i++)
+            mrd_buf_free(&recs[i].enc);
+        free(recs);
+        return;
+    }
+    catchup_free(l);
+    l->catchup = recs;
+    l->n_catchup = n;
+    l->catchup_upto = upto;
+    MRD_INFO("replica_link_catchup", "region=%s after=%" PRIu64 " upto=%" PRIu64 " records=%u",
+             l->a->node->topo.regions[l->region].name, l->sent_lsn, upto, n);
+    link_pump(l);
+}
+
+void ag_link_catchup_failed(ag_link *l)
+{
+    if (l->state == LINK_CATCHUP) l->catchup_retry = true;
 }
 
 static void l_response(h2_call *call, int status, void *ud)
@@ -461,8 +576,13 @@ void ag_primary_tick(agent *a, uint64_t now)
     double lag_max = 0;
     for (int i = 0; i < a->node->topo.region_count; i++) {
         if (i == a->region_idx) continue;
-        link_tick(&a->links[i], now);
-        if (a->links[i].state == LINK_STREAMING) link_pump(&a->links[i]);
+        ag_link *l = &a->links[i];
+        link_tick(l, now);
+        if (l->state == LINK_CATCHUP && l->catchup_retry && a->fill == NULL &&
+            ag_fill_start(a, l, l->sent_lsn, l->catchup_want) == 0)
+            l->catchup_retry = false;
+        if (a->links[i].state == LINK_STREAMING || a->links[i].state == LINK_CATCHUP)
+            link_pump(&a->links[i]);
         ag_lag_view v;
         ag_lag_of(&a->lag, i, now, &v);
         if ((double)v.lag_ms > lag_max) lag_max = (double)v.lag_ms;
@@ -504,7 +624,8 @@ void ag_primary_stop(agent *a)
 
 static const char *link_state_name(ag_link_state s)
 {
-    static const char *names[] = {"connecting", "connecting", "opening", "streaming", "behind"};
+    static const char *names[] = {"connecting", "connecting", "opening",
+                                  "streaming",  "behind",     "catching_up"};
     return names[s];
 }
 

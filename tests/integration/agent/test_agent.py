@@ -106,7 +106,10 @@ def hostile(env, addrs):
 
 
 def replication():
+    # a small backlog: a secondary that comes back is served from storage, then the backlog
+    os.environ["MERIDIAN_AGENT_BACKLOG_RECORDS"] = "1000"
     env = mtest.Env(BIN, regions=("r1", "r2"), tls=True, readers=2)
+    addrs = {}
     try:
         env.cli("up", "--timeout-ms", "30000")
         st = {p["id"]: p for p in env.status()["processes"]}
@@ -217,15 +220,20 @@ def replication():
             with open(os.path.join(env.data, ident, "meridiand.log")) as f:
                 for line in f:
                     if any(k in line for k in ("replica_link", "replication_stream", "checksum",
-                                               "log_follow", "replica_ready", "log_gap")):
+                                               "log_follow", "replica_ready", "log_gap",
+                                               "catchup")):
                         print(line.rstrip()[:300])
         print(env.cli("lag").stdout)
         assert not env.sanitizer_reports(), env.sanitizer_reports()
         env.cli("down")
     except Exception:
         for ident in ("r1-agent", "r2-agent"):
-            with open(os.path.join(env.data, ident, "meridiand.log")) as f:
-                print("".join(l for l in f if "gap" in l or "level=error" in l)[-6000:])
+            path = os.path.join(env.data, ident, "meridiand.log")
+            if os.path.exists(path):
+                with open(path) as f:
+                    print("".join(l for l in f if "level=info" not in l or "gap" in l
+                                  or "catchup" in l or "link" in l)[-8000:])
+            print(json.dumps(agent_status(env, addrs, ident))[:3000])
         raise
     finally:
         env.cleanup()

@@ -59,8 +59,10 @@ def topology_yaml(name, regions, tls, pg_size="1MiB", readers=2):
     text = (f"name: {name}\nprimary: {regions[0]}\nsettings:\n"
             f"  tls: {'true' if tls else 'false'}\n  pg_size: {pg_size}\n"
             f"regions:\n")
-    for r in regions:
-        text += region_yaml(r, free_ports(13 + readers), readers=readers)
+    n = 13 + readers
+    ports = free_ports(n * len(regions))  # at once: no port twice across regions
+    for i, r in enumerate(regions):
+        text += region_yaml(r, ports[i * n:(i + 1) * n], readers=readers)
     return text
 
 
