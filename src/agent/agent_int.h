@@ -8,7 +8,7 @@
 
 #define AG_TICK_MS 100u
 #define AG_RECONNECT_MS 500u
-#define AG_BEHIND_RETRY_MS 5000u /* a secondary the backlog cannot serve is tried again */
+#define AG_FILL_RETRY_MS 2500u /* a storage read that failed is tried again */
 #define AG_CATCHUP_LSNS_MAX 65536u /* LSNs one catch-up read from storage covers */
 #define AG_UNCOMMITTED_MAX 16384u  /* records received ahead of a mark (the writer has 4096) */
 #define AG_CPL_RING 65536u       /* commit points whose checksum a secondary keeps */
@@ -49,7 +49,6 @@ typedef enum {
     LINK_CONNECTING,
     LINK_OPENING,
     LINK_STREAMING,
-    LINK_BEHIND,
     LINK_CATCHUP, /* sending records read from storage: the backlog no longer holds them */
 } ag_link_state;
 

@@ -246,7 +246,7 @@ static void fill_done(uv_work_t *w, int status)
                  " nodes=%u reason=\"%s\"", f->after, f->upto, f->answered,
                  f->answered < QUORUM_READ && f->why[0] ? f->why : f->why[0] ? f->why
                                                                           : "fewer than 3 nodes");
-        a->fill_retry_at_ms = mrd_now_ms() + AG_BEHIND_RETRY_MS / 2;
+        a->fill_retry_at_ms = mrd_now_ms() + AG_FILL_RETRY_MS;
     }
     for (uint32_t i = 0; i < f->n; i++)
         mrd_buf_free(&f->recs[i].enc);

@@ -244,7 +244,8 @@ static void follow_tick(agent *a, uint64_t now)
 
 static void link_down(ag_link *l, const char *why, uint64_t retry_ms)
 {
-    if (l->state != LINK_BEHIND || strcmp(l->why, why) != 0)
+    bool was_up = l->state == LINK_OPENING || l->state == LINK_STREAMING || l->state == LINK_CATCHUP;
+    if (was_up || strcmp(l->why, why) != 0) /* once per reason while it stays down */
         MRD_WARN("replica_link_down", "region=%s agent=%s reason=\"%s\"",
                  l->a->node->topo.regions[l->region].name, l->peer->id, why);
     snprintf(l->why, sizeof(l->why), "%s", why);
@@ -252,7 +253,7 @@ static void link_down(ag_link *l, const char *why, uint64_t retry_ms)
     l->call = NULL;
     if (call != NULL) h2_call_cancel(call);
     if (l->client != NULL) l->closing = true; /* closed from the tick, outside its callbacks */
-    if (l->state != LINK_BEHIND) l->state = LINK_IDLE;
+    l->state = LINK_IDLE;
     l->retry_at_ms = mrd_now_ms() + retry_ms;
     catchup_free(l);
     l->catchup_upto = 0;
@@ -477,7 +478,7 @@ static void l_close(h2_call *call, int error, void *ud)
     ag_link *l = ud;
     if (l->call != call) return;
     l->call = NULL;
-    if (!l->a->stopping && l->state != LINK_BEHIND)
+    if (!l->a->stopping)
         link_down(l, error ? mrd_strerror(error) : "the secondary ended the stream", AG_RECONNECT_MS);
 }
 
@@ -521,7 +522,7 @@ static void link_tick(ag_link *l, uint64_t now)
         l->client = NULL;
         l->closing = false;
     }
-    if ((l->state != LINK_IDLE && l->state != LINK_BEHIND) || now < l->retry_at_ms) return;
+    if (l->state != LINK_IDLE || now < l->retry_at_ms) return;
     if (!l->a->ever_started) return;
     const topo_addr *to = &l->a->node->topo.regions[l->region].agent_peer;
     h2_client_config cc = {.host = to->host, .port = to->port,
@@ -624,8 +625,8 @@ void ag_primary_stop(agent *a)
 
 static const char *link_state_name(ag_link_state s)
 {
-    static const char *names[] = {"connecting", "connecting", "opening",
-                                  "streaming",  "behind",     "catching_up"};
+    static const char *names[] = {"connecting", "connecting", "opening", "streaming",
+                                  "catching_up"};
     return names[s];
 }
 
