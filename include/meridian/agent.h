@@ -36,16 +36,16 @@
 /* ---- limits --------------------------------------------------------------------------- */
 
 #define AG_VERSION 1u
-#define AG_BACKLOG_RECORDS_MAX 262144u          /* committed records the primary keeps */
+#define AG_BACKLOG_RECORDS_MAX 262144u /* committed records the primary keeps */
 #define AG_BACKLOG_BYTES_MAX (256u << 20)
 #define AG_BACKLOG_RECORDS_ENV "MERIDIAN_AGENT_BACKLOG_RECORDS" /* a smaller cap, for tests */
-#define AG_SEND_BATCH_RECORDS_MAX 1024u         /* records in one replication frame */
-#define AG_SEND_BATCH_BYTES_MAX (1u << 20)      /* raw batch bytes in one frame */
-#define AG_SEND_QUEUED_MAX (4u << 20)           /* bytes queued on one stream before waiting */
-#define AG_LAG_MARKS_MAX 65536u                 /* commit marks the lag accounting keeps */
-#define AG_READERS_MAX 32                       /* local readers streaming a secondary's log */
-#define AG_READER_QUEUED_MAX (8u << 20)         /* bytes queued to one reader before cut-off */
-#define AG_INBOX_BYTES_MAX (8u << 20)           /* received, unprocessed bytes of one stream */
+#define AG_SEND_BATCH_RECORDS_MAX 1024u    /* records in one replication frame */
+#define AG_SEND_BATCH_BYTES_MAX (1u << 20) /* raw batch bytes in one frame */
+#define AG_SEND_QUEUED_MAX (4u << 20)      /* bytes queued on one stream before waiting */
+#define AG_LAG_MARKS_MAX 65536u            /* commit marks the lag accounting keeps */
+#define AG_READERS_MAX 32                  /* local readers streaming a secondary's log */
+#define AG_READER_QUEUED_MAX (8u << 20)    /* bytes queued to one reader before cut-off */
+#define AG_INBOX_BYTES_MAX (8u << 20)      /* received, unprocessed bytes of one stream */
 
 /* ---- replication frames ---------------------------------------------------------------- */
 

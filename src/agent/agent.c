@@ -108,8 +108,9 @@ static void stop_fn(mrd_node *node, void *ud)
 static void register_metrics(agent *a)
 {
     mrd_metrics *m = &a->node->metrics;
-    a->m_lag_ms = mrd_metric_add(m, MRD_GAUGE, "meridian_agent_lag_ms", NULL,
-                                 "Primary: the largest secondary lag, in ms of the primary's clock.");
+    a->m_lag_ms =
+        mrd_metric_add(m, MRD_GAUGE, "meridian_agent_lag_ms", NULL,
+                       "Primary: the largest secondary lag, in ms of the primary's clock.");
     a->m_records = mrd_metric_add(m, MRD_COUNTER, "meridian_agent_records_sent_total", NULL,
                                   "Primary: records sent to secondaries.");
     a->m_bytes_raw = mrd_metric_add(m, MRD_COUNTER, "meridian_agent_bytes_raw_total", NULL,

@@ -8,10 +8,10 @@
 
 #define AG_TICK_MS 100u
 #define AG_RECONNECT_MS 500u
-#define AG_FILL_RETRY_MS 2500u /* a storage read that failed is tried again */
+#define AG_FILL_RETRY_MS 2500u     /* a storage read that failed is tried again */
 #define AG_CATCHUP_LSNS_MAX 65536u /* LSNs one catch-up read from storage covers */
 #define AG_UNCOMMITTED_MAX 16384u  /* records received ahead of a mark (the writer has 4096) */
-#define AG_CPL_RING 65536u       /* commit points whose checksum a secondary keeps */
+#define AG_CPL_RING 65536u         /* commit points whose checksum a secondary keeps */
 #define AG_CHECKSUM_FILE "agent.checksum"
 #define AG_REOPEN_MS 2000u /* a secondary's failed volume is recovered again after this */
 
@@ -63,12 +63,12 @@ typedef struct {
     wire_frame_reader fr;
     uint64_t sent_lsn;
     uint64_t retry_at_ms;
-    ag_rec *catchup;       /* records read from storage for this link, ascending */
+    ag_rec *catchup; /* records read from storage for this link, ascending */
     uint32_t n_catchup;
     uint64_t catchup_upto; /* the catch-up reaches here (0: none held) */
     uint64_t catchup_want; /* the range asked for */
     bool catchup_retry;    /* ask storage again from the tick */
-    int checksum_match; /* 1 equal, 0 different, -1 not comparable yet */
+    int checksum_match;    /* 1 equal, 0 different, -1 not comparable yet */
     uint64_t checksum_lsn;
     uint32_t checksum;
     char why[MRD_MSG_MAX];
@@ -91,7 +91,7 @@ struct agent {
     uv_timer_t tick;
     bool stopping;
     char ck_path[TOPO_PATH_MAX + 64];
-    bool ck_file;                 /* the checksum file existed at start */
+    bool ck_file;                  /* the checksum file existed at start */
     uint64_t ck_lsn, ck_lsn_saved; /* from / to the checksum file */
     uint32_t ck_crc;
     ag_backlog backlog;
@@ -106,8 +106,8 @@ struct agent {
     uint64_t follow_retry_at_ms;
     uint64_t received_lsn, committed_lsn;
     uint64_t commit_bytes; /* bytes received since the last commit */
-    uint32_t crc;      /* at committed_lsn */
-    uint32_t recv_crc; /* at received_lsn */
+    uint32_t crc;          /* at committed_lsn */
+    uint32_t recv_crc;     /* at received_lsn */
     bool crc_known;
     char gap[MRD_MSG_MAX]; /* why the log cannot continue, or empty */
     uint64_t gap_upto;     /* the writer's VDL beyond the gap */
@@ -118,19 +118,19 @@ struct agent {
     ag_link links[TOPO_REGIONS_MAX];
     /* secondary */
     vol *vol;
-    bool vol_ready;        /* recovered, resume point known */
-    bool vol_failed;       /* failed: reopened at reopen_at_ms */
+    bool vol_ready;  /* recovered, resume point known */
+    bool vol_failed; /* failed: reopened at reopen_at_ms */
     bool vol_closing;
     uint64_t reopen_at_ms;
-    uint64_t open_head;    /* the chain head recovery found */
-    uint64_t chain_lsn;    /* last record taken (submitted or checksummed) */
-    uint64_t vdl;          /* local VDL */
-    h2_req *in;            /* the primary's stream */
+    uint64_t open_head; /* the chain head recovery found */
+    uint64_t chain_lsn; /* last record taken (submitted or checksummed) */
+    uint64_t vdl;       /* local VDL */
+    h2_req *in;         /* the primary's stream */
     char in_peer[TOPO_NAME_MAX];
     wire_frame_reader ifr;
     mrd_buf inbox, raw;
     wire_batch_iter pend_it;
-    bool pend;   /* raw holds a batch taken up to pend_it */
+    bool pend; /* raw holds a batch taken up to pend_it */
     bool paused;
     uint64_t *cpl_lsn; /* ring of commit points and their checksums */
     uint32_t *cpl_crc;

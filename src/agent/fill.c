@@ -97,8 +97,8 @@ static int fetch_pg(ag_fill *f, const topo_addr *node, uint32_t pg, mrd_msg *msg
     uint64_t after = f->after;
     for (;;) {
         char path[128];
-        snprintf(path, sizeof(path), "/v1/records?pg=%u&after=%" PRIu64 "&upto=%" PRIu64, pg,
-                 after, f->upto);
+        snprintf(path, sizeof(path), "/v1/records?pg=%u&after=%" PRIu64 "&upto=%" PRIu64, pg, after,
+                 f->upto);
         h2_result res;
         memset(&res, 0, sizeof(res));
         int rc = h2_fetch(&cc, "GET", path, NULL, 0, NULL, 0, FILL_FETCH_TIMEOUT_MS, &res, msg);
@@ -160,8 +160,8 @@ static bool take_chain(agent *a, ag_fill *f)
         if (ag_backlog_put(&a->backlog, rec.lsn, (rec.flags & WIRE_REC_CPL) != 0,
                            f->recs[i].enc.data, f->recs[i].enc.len) != 0)
             break;
-        a->recv_crc = ag_checksum_advance(a->recv_crc, rec.lsn, f->recs[i].enc.data,
-                                          f->recs[i].enc.len);
+        a->recv_crc =
+            ag_checksum_advance(a->recv_crc, rec.lsn, f->recs[i].enc.data, f->recs[i].enc.len);
         ag_backlog_at(&a->backlog, a->backlog.count - 1)->crc = a->recv_crc;
         at = rec.lsn;
     }
@@ -242,10 +242,11 @@ static void fill_done(uv_work_t *w, int status)
         MRD_INFO("log_gap_filled", "after=%" PRIu64 " upto=%" PRIu64 " records=%u nodes=%u",
                  f->after, f->upto, f->n, f->answered);
     } else if (!a->stopping) {
-        MRD_WARN("log_gap_fill_failed", "after=%" PRIu64 " upto=%" PRIu64
-                 " nodes=%u reason=\"%s\"", f->after, f->upto, f->answered,
-                 f->answered < QUORUM_READ && f->why[0] ? f->why : f->why[0] ? f->why
-                                                                          : "fewer than 3 nodes");
+        MRD_WARN("log_gap_fill_failed", "after=%" PRIu64 " upto=%" PRIu64 " nodes=%u reason=\"%s\"",
+                 f->after, f->upto, f->answered,
+                 f->answered < QUORUM_READ && f->why[0] ? f->why
+                 : f->why[0]                            ? f->why
+                                                        : "fewer than 3 nodes");
         a->fill_retry_at_ms = mrd_now_ms() + AG_FILL_RETRY_MS;
     }
     for (uint32_t i = 0; i < f->n; i++)

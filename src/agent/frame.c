@@ -68,11 +68,11 @@ static int inflate_exact(const uint8_t *z, size_t zlen, uint8_t *dst, uint32_t r
                         left);
     if (zr == Z_STREAM_END || (zr == Z_BUF_ERROR && left == 0))
         return mrd_fail(msg, MRD_ETRUNC,
-                        "replication batch: the zlib stream ends early (%zu of %u bytes)",
-                        produced, raw_len);
+                        "replication batch: the zlib stream ends early (%zu of %u bytes)", produced,
+                        raw_len);
     if (zr == Z_BUF_ERROR || zr == Z_OK)
-        return mrd_fail(msg, MRD_ETOOBIG,
-                        "replication batch: inflates past its declared %u bytes", raw_len);
+        return mrd_fail(msg, MRD_ETOOBIG, "replication batch: inflates past its declared %u bytes",
+                        raw_len);
     return mrd_fail(msg, MRD_EPARSE, "replication batch: zlib: %s", zmsg);
 }
 
@@ -84,8 +84,8 @@ int ag_frame_batch_decode(const uint8_t *data, size_t len, mrd_buf *raw, wire_ba
                         len);
     uint32_t raw_len = get_u32le(data);
     if (raw_len == 0 || raw_len > AG_FRAME_RAW_MAX)
-        return mrd_fail(msg, MRD_ETOOBIG, "replication batch: raw length %u outside 1..%u",
-                        raw_len, AG_FRAME_RAW_MAX);
+        return mrd_fail(msg, MRD_ETOOBIG, "replication batch: raw length %u outside 1..%u", raw_len,
+                        AG_FRAME_RAW_MAX);
     raw->len = 0;
     if (mrd_buf_reserve(raw, raw_len) != 0)
         return mrd_fail(msg, MRD_ENOMEM, "replication batch: out of memory for %u bytes", raw_len);
@@ -135,8 +135,9 @@ static int read_uint(const uint8_t *d, size_t len, size_t *pos, uint64_t *v, uns
     uint8_t t = d[(*pos)++];
     size_t w = t <= 0x7f ? 0 : t == 0xcc ? 1 : t == 0xcd ? 2 : t == 0xce ? 4 : t == 0xcf ? 8 : 9;
     if (w == 9)
-        return mrd_fail(msg, MRD_EPARSE, "ack key %u: expected unsigned integer, got 0x%02x at byte %zu",
-                        key, t, *pos - 1);
+        return mrd_fail(msg, MRD_EPARSE,
+                        "ack key %u: expected unsigned integer, got 0x%02x at byte %zu", key, t,
+                        *pos - 1);
     if (w == 0) {
         *v = t;
         return 0;
@@ -170,7 +171,8 @@ int ag_frame_ack_decode(const uint8_t *data, size_t len, ag_ack *ack, mrd_msg *m
     if (pos >= len) return mrd_fail(msg, MRD_ETRUNC, "ack key 3: value missing");
     uint8_t b = data[pos++];
     if (b != 0xc2 && b != 0xc3)
-        return mrd_fail(msg, MRD_EPARSE, "ack key 3 (checksum_known): expected bool, got 0x%02x", b);
+        return mrd_fail(msg, MRD_EPARSE, "ack key 3 (checksum_known): expected bool, got 0x%02x",
+                        b);
     if (pos != len) return mrd_fail(msg, MRD_EPARSE, "ack: %zu bytes after the map", len - pos);
     if (v[0] != AG_VERSION)
         return mrd_fail(msg, MRD_EVERSION, "ack: version %llu, this code reads %u",

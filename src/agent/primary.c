@@ -78,8 +78,10 @@ static int follow_start(agent *a, const wire_mark *m, mrd_msg *msg)
         a->crc_known = base == a->ck_lsn && (a->ck_file || a->ck_lsn == 0);
         a->crc = a->crc_known ? a->ck_crc : 0;
         if (!a->crc_known)
-            MRD_WARN("checksum_unknown", "from=%" PRIu64 " writer_vdl=%" PRIu64
-                     " reason=\"the volume is behind the saved checksum\"", a->ck_lsn, m->vdl);
+            MRD_WARN("checksum_unknown",
+                     "from=%" PRIu64 " writer_vdl=%" PRIu64
+                     " reason=\"the volume is behind the saved checksum\"",
+                     a->ck_lsn, m->vdl);
         a->committed_lsn = a->received_lsn = base;
         a->recv_crc = a->crc;
         int rc = ag_lag_init(&a->lag, 0, base, a->crc, a->crc_known, now, msg);
@@ -95,7 +97,8 @@ static int follow_start(agent *a, const wire_mark *m, mrd_msg *msg)
         ag_primary_commit(a, m->vdl, now);
     if (m->vdl != a->committed_lsn) {
         snprintf(a->gap, sizeof(a->gap),
-                 "the writer restarted at VDL %" PRIu64 " but this agent holds the log only to %" PRIu64
+                 "the writer restarted at VDL %" PRIu64
+                 " but this agent holds the log only to %" PRIu64
                  ": records in between must come from storage",
                  m->vdl, a->committed_lsn);
         a->gap_upto = m->vdl;
@@ -120,8 +123,8 @@ static int on_batch(agent *a, const uint8_t *data, size_t len, mrd_msg *msg)
     wire_record rec;
     while ((rc = wire_batch_iter_next(&it, &rec)) == 1) {
         if (rec.lsn <= a->received_lsn || rec.vol_prev_lsn != a->received_lsn)
-            return mrd_fail(msg, MRD_EPROTO, "record %" PRIu64 " links to %" PRIu64
-                                             ", the log ends at %" PRIu64,
+            return mrd_fail(msg, MRD_EPROTO,
+                            "record %" PRIu64 " links to %" PRIu64 ", the log ends at %" PRIu64,
                             rec.lsn, rec.vol_prev_lsn, a->received_lsn);
         a->scratch.len = 0;
         rc = wire_record_encode(&rec, &a->scratch, msg);
@@ -189,8 +192,8 @@ static void f_close(h2_call *call, int error, void *ud)
     if (!a->stopping) follow_fail(a, error ? mrd_strerror(error) : "the writer ended the stream");
 }
 
-static const h2_call_cbs follow_cbs = {.on_response = f_response, .on_data = f_data,
-                                       .on_close = f_close};
+static const h2_call_cbs follow_cbs = {
+    .on_response = f_response, .on_data = f_data, .on_close = f_close};
 
 static void wc_connect(h2_client *c, int status, void *ud)
 {
@@ -220,7 +223,8 @@ static void follow_tick(agent *a, uint64_t now)
     }
     if (a->wc == NULL && now >= a->follow_retry_at_ms) {
         h2_client_config cc = {.host = a->writer_node->addr.host,
-                               .port = a->writer_node->addr.port, .tls = a->client_tls};
+                               .port = a->writer_node->addr.port,
+                               .tls = a->client_tls};
         if (h2_client_connect(a->node->loop, &cc, &wc_cbs, a, &a->wc, NULL) != 0) {
             a->wc = NULL;
             a->follow_retry_at_ms = now + AG_RECONNECT_MS;
@@ -244,7 +248,8 @@ static void follow_tick(agent *a, uint64_t now)
 
 static void link_down(ag_link *l, const char *why, uint64_t retry_ms)
 {
-    bool was_up = l->state == LINK_OPENING || l->state == LINK_STREAMING || l->state == LINK_CATCHUP;
+    bool was_up =
+        l->state == LINK_OPENING || l->state == LINK_STREAMING || l->state == LINK_CATCHUP;
     if (was_up || strcmp(l->why, why) != 0) /* once per reason while it stays down */
         MRD_WARN("replica_link_down", "region=%s agent=%s reason=\"%s\"",
                  l->a->node->topo.regions[l->region].name, l->peer->id, why);
@@ -303,7 +308,8 @@ static int link_send_one(ag_link *l, const rec_source *src)
     uint32_t n = 0;
     for (; rc == 0 && i < src->count && n < AG_SEND_BATCH_RECORDS_MAX; i++, n++) {
         ag_rec *r = src->at(src->src, i);
-        if (r->lsn > a->committed_lsn || a->scratch.len + r->enc.len > AG_SEND_BATCH_BYTES_MAX) break;
+        if (r->lsn > a->committed_lsn || a->scratch.len + r->enc.len > AG_SEND_BATCH_BYTES_MAX)
+            break;
         wire_record rec;
         rc = wire_record_decode(r->enc.data, r->enc.len, &rec, NULL);
         if (rc == 0) rc = wire_batch_add(&bb, &rec, NULL);
@@ -380,7 +386,8 @@ static void link_resume(ag_link *l, uint64_t resume)
     l->sent_lsn = resume;
     l->why[0] = '\0';
     if (!backlog_holds(a, resume, &before)) {
-        uint64_t upto = before < resume + AG_CATCHUP_LSNS_MAX ? before : resume + AG_CATCHUP_LSNS_MAX;
+        uint64_t upto =
+            before < resume + AG_CATCHUP_LSNS_MAX ? before : resume + AG_CATCHUP_LSNS_MAX;
         l->state = LINK_CATCHUP;
         l->catchup_upto = 0;
         snprintf(l->why, sizeof(l->why),
@@ -479,7 +486,8 @@ static void l_close(h2_call *call, int error, void *ud)
     if (l->call != call) return;
     l->call = NULL;
     if (!l->a->stopping)
-        link_down(l, error ? mrd_strerror(error) : "the secondary ended the stream", AG_RECONNECT_MS);
+        link_down(l, error ? mrd_strerror(error) : "the secondary ended the stream",
+                  AG_RECONNECT_MS);
 }
 
 static void l_drain(h2_call *call, void *ud)
@@ -487,14 +495,15 @@ static void l_drain(h2_call *call, void *ud)
     link_pump(ud);
 }
 
-static const h2_call_cbs link_cbs = {.on_response = l_response, .on_data = l_data,
-                                     .on_close = l_close, .on_drain = l_drain};
+static const h2_call_cbs link_cbs = {
+    .on_response = l_response, .on_data = l_data, .on_close = l_close, .on_drain = l_drain};
 
 static void lc_connect(h2_client *c, int status, void *ud)
 {
     ag_link *l = ud;
     if (l->client != c) return;
-    if (status != 0) return link_down(l, "cannot connect to the secondary's agent", AG_RECONNECT_MS);
+    if (status != 0)
+        return link_down(l, "cannot connect to the secondary's agent", AG_RECONNECT_MS);
     agent *a = l->a;
     h2_header hdrs[] = {{"meridian-region", a->region->name},
                         {"content-type", "application/vnd.meridian.replication"}};
@@ -509,7 +518,8 @@ static void lc_connect(h2_client *c, int status, void *ud)
 static void lc_disconnect(h2_client *c, int error, void *ud)
 {
     ag_link *l = ud;
-    if (l->client == c && !l->closing && !l->a->stopping) link_down(l, "the connection dropped", AG_RECONNECT_MS);
+    if (l->client == c && !l->closing && !l->a->stopping)
+        link_down(l, "the connection dropped", AG_RECONNECT_MS);
 }
 
 static const h2_client_cbs link_client_cbs = {.on_connect = lc_connect,
@@ -525,8 +535,7 @@ static void link_tick(ag_link *l, uint64_t now)
     if (l->state != LINK_IDLE || now < l->retry_at_ms) return;
     if (!l->a->ever_started) return;
     const topo_addr *to = &l->a->node->topo.regions[l->region].agent_peer;
-    h2_client_config cc = {.host = to->host, .port = to->port,
-                           .tls = l->a->client_tls};
+    h2_client_config cc = {.host = to->host, .port = to->port, .tls = l->a->client_tls};
     l->state = LINK_CONNECTING;
     if (h2_client_connect(l->a->node->loop, &cc, &link_client_cbs, l, &l->client, NULL) != 0) {
         l->client = NULL;
@@ -563,7 +572,8 @@ static void trim_backlog(agent *a)
         if (i == a->region_idx) continue;
         const ag_peer *p = &a->lag.peers[i];
         uint64_t d = p->acked ? p->durable_lsn : 0;
-        if (a->links[i].state == LINK_STREAMING && a->links[i].sent_lsn < d) d = a->links[i].sent_lsn;
+        if (a->links[i].state == LINK_STREAMING && a->links[i].sent_lsn < d)
+            d = a->links[i].sent_lsn;
         if (d < keep_after) keep_after = d;
     }
     while (a->backlog.count > 0 && ag_backlog_at(&a->backlog, 0)->lsn <= keep_after)
@@ -599,8 +609,8 @@ int ag_primary_start(agent *a, mrd_msg *msg)
     wire_frame_reader_init(&a->wfr, 0);
     for (int i = 0; i < a->node->topo.region_count; i++) {
         ag_link *l = &a->links[i];
-        *l = (ag_link){.a = a, .region = i, .peer = &a->node->topo.regions[i].agent,
-                       .checksum_match = -1};
+        *l = (ag_link){
+            .a = a, .region = i, .peer = &a->node->topo.regions[i].agent, .checksum_match = -1};
         wire_frame_reader_init(&l->fr, 4096);
     }
     return 0;
@@ -636,8 +646,9 @@ static void region_json(agent *a, int i, uint64_t now, mrd_buf *out)
     mrd_buf_printf(out, "%s{\"name\":", i == 0 ? "" : ",");
     mrd_json_quote(out, r->name);
     if (i == a->region_idx) {
-        mrd_buf_printf(out, ",\"role\":\"primary\",\"lag_ms\":0,\"lsn_gap\":0,\"bytes_gap\":0,"
-                            "\"durable_lsn\":%" PRIu64,
+        mrd_buf_printf(out,
+                       ",\"role\":\"primary\",\"lag_ms\":0,\"lsn_gap\":0,\"bytes_gap\":0,"
+                       "\"durable_lsn\":%" PRIu64,
                        a->committed_lsn);
         if (a->crc_known) mrd_buf_printf(out, ",\"checksum\":\"%08x\"", a->crc);
         mrd_buf_printf(out, "}");
@@ -655,8 +666,8 @@ static void region_json(agent *a, int i, uint64_t now, mrd_buf *out)
                    v.lag_ms, v.lsn_gap, v.bytes_gap, p->durable_lsn, link_state_name(l->state),
                    l->sent_lsn, p->bytes_raw, p->bytes_sent);
     if (l->checksum_match >= 0)
-        mrd_buf_printf(out, ",\"checksum\":\"%08x\",\"checksum_lsn\":%" PRIu64
-                            ",\"checksum_match\":%s",
+        mrd_buf_printf(out,
+                       ",\"checksum\":\"%08x\",\"checksum_lsn\":%" PRIu64 ",\"checksum_match\":%s",
                        l->checksum, l->checksum_lsn, l->checksum_match ? "true" : "false");
     if (l->why[0]) {
         mrd_buf_printf(out, ",\"reason\":");
@@ -668,8 +679,9 @@ static void region_json(agent *a, int i, uint64_t now, mrd_buf *out)
 void ag_primary_status(agent *a, mrd_buf *out)
 {
     uint64_t now = mrd_now_ms();
-    mrd_buf_printf(out, ",\"agent_role\":\"primary\",\"durable_lsn\":%" PRIu64
-                        ",\"received_lsn\":%" PRIu64 ",\"backlog_records\":%u",
+    mrd_buf_printf(out,
+                   ",\"agent_role\":\"primary\",\"durable_lsn\":%" PRIu64
+                   ",\"received_lsn\":%" PRIu64 ",\"backlog_records\":%u",
                    a->committed_lsn, a->received_lsn, a->backlog.count);
     if (a->crc_known)
         mrd_buf_printf(out, ",\"checksum\":\"%08x\",\"checksum_lsn\":%" PRIu64, a->crc,

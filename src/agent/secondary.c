@@ -72,8 +72,8 @@ static void in_fail(agent *a, int rc, const char *why)
 static int take_record(agent *a, const wire_record *rec, mrd_msg *msg)
 {
     if (rec->lsn <= a->chain_lsn || rec->vol_prev_lsn != a->chain_lsn)
-        return mrd_fail(msg, MRD_EPROTO, "record %" PRIu64 " links to %" PRIu64
-                                         ", the local chain ends at %" PRIu64,
+        return mrd_fail(msg, MRD_EPROTO,
+                        "record %" PRIu64 " links to %" PRIu64 ", the local chain ends at %" PRIu64,
                         rec->lsn, rec->vol_prev_lsn, a->chain_lsn);
     a->scratch.len = 0;
     int rc = wire_record_encode(rec, &a->scratch, msg);
@@ -121,8 +121,9 @@ static bool take_pending(agent *a)
 static int on_frame(agent *a, const wire_frame *f, mrd_msg *msg)
 {
     if (f->len < 1 || f->data[0] != AG_FRAME_BATCH)
-        return mrd_fail(msg, MRD_EPARSE, "frame %llu of the stream: expected tag 'Z' (a "
-                                         "compressed batch), got 0x%02x",
+        return mrd_fail(msg, MRD_EPARSE,
+                        "frame %llu of the stream: expected tag 'Z' (a "
+                        "compressed batch), got 0x%02x",
                         (unsigned long long)a->in_frames + 1, f->len ? f->data[0] : 0);
     wire_batch batch;
     int rc = ag_frame_batch_decode(f->data + 1, f->len - 1, &a->raw, &batch, msg);
@@ -179,7 +180,8 @@ static h2_body_mode s_start(mrd_node *node, h2_req *req, void *ud)
     const char *primary = node->topo.regions[node->topo.primary_region].name;
     a->streams_refused++;
     if (!a->vol_ready) {
-        mrd_node_error(req, 503, "unavailable", "the agent is still recovering its region's volume");
+        mrd_node_error(req, 503, "unavailable",
+                       "the agent is still recovering its region's volume");
         return H2_STREAM; /* answered: the bytes that follow are dropped */
     }
     if (region == NULL || strcmp(region, primary) != 0) {
@@ -254,7 +256,8 @@ static void on_first_ready(agent *a)
         a->crc = 0;
         a->crc_known = a->open_head == 0;
         if (!a->crc_known)
-            MRD_WARN("checksum_unknown", "head=%" PRIu64 " saved=%" PRIu64
+            MRD_WARN("checksum_unknown",
+                     "head=%" PRIu64 " saved=%" PRIu64
                      " reason=\"no saved checksum at or below the volume's head\"",
                      a->open_head, a->ck_lsn);
     }
@@ -350,8 +353,8 @@ void ag_secondary_tick(agent *a, uint64_t now)
 
 int ag_secondary_start(agent *a, mrd_msg *msg)
 {
-    static const mrd_stream_route_cbs cbs = {.on_start = s_start, .on_data = s_data,
-                                             .on_end = s_end};
+    static const mrd_stream_route_cbs cbs = {
+        .on_start = s_start, .on_data = s_data, .on_end = s_end};
     wire_frame_reader_init(&a->ifr, 0);
     mrd_buf_init(&a->inbox);
     mrd_buf_init(&a->raw);

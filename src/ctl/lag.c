@@ -72,8 +72,8 @@ static int lag_once(ctl_ctx *ctx, bool json, mrd_msg *msg)
     if (json)
         fprintf(out, "{\"primary\":\"%s\",\"regions\":[", ctx->topo->primary);
     else
-        fprintf(out, "%-12s %-10s %10s %10s %12s %14s  %s\n", "REGION", "ROLE", "LAG_MS",
-                "LSN_GAP", "BYTES_GAP", "DURABLE_LSN", "STREAM");
+        fprintf(out, "%-12s %-10s %10s %10s %12s %14s  %s\n", "REGION", "ROLE", "LAG_MS", "LSN_GAP",
+                "BYTES_GAP", "DURABLE_LSN", "STREAM");
     bool first = true;
     for (const mrd_json *r = mrd_json_first(&doc, regions); r != NULL;
          r = mrd_json_next(&doc, r), first = false)

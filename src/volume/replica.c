@@ -75,8 +75,7 @@ void vol_replica_begin(vol *v)
              v->info.reporters);
     if (epoch == 0) { /* never written: the first record's epoch is the first fence */
         if (v->rec.vcl != 0) {
-            vol_fail(v, MRD_EPROTO, "replica: records up to %" PRIu64 " at epoch 0",
-                     v->rec.vcl);
+            vol_fail(v, MRD_EPROTO, "replica: records up to %" PRIu64 " at epoch 0", v->rec.vcl);
             return;
         }
         v->phase = PHASE_READY;
@@ -94,8 +93,8 @@ void vol_replica_begin(vol *v)
 static int replica_switch(vol *v, uint64_t epoch, mrd_msg *msg)
 {
     if (v->qw_live && (qw_vcl(&v->w) < qw_last_lsn(&v->w) || qw_vdl(&v->w) < qw_last_lsn(&v->w)))
-        return mrd_fail(msg, MRD_EBUSY, "epoch %" PRIu64 " waits for epoch %" PRIu64
-                                        " records to be durable",
+        return mrd_fail(msg, MRD_EBUSY,
+                        "epoch %" PRIu64 " waits for epoch %" PRIu64 " records to be durable",
                         epoch, v->info.epoch);
     for (uint8_t s = 0; s < QUORUM_SEGMENTS; s++)
         if (v->nodes[s].appends > 0 || v->nodes[s].state == NODE_FENCING)
@@ -124,8 +123,8 @@ static int replica_check(const vol *v, const wire_record *rec, mrd_msg *msg)
 {
     if (rec->pg >= v->info.pg_count || rec->page / v->pages_per_pg != rec->pg)
         return mrd_fail(msg, MRD_EINVAL,
-                        "record %" PRIu64 ": page %" PRIu64 " / pg %u outside the %u PGs",
-                        rec->lsn, rec->page, rec->pg, v->info.pg_count);
+                        "record %" PRIu64 ": page %" PRIu64 " / pg %u outside the %u PGs", rec->lsn,
+                        rec->page, rec->pg, v->info.pg_count);
     if (rec->vol_prev_lsn != qw_last_lsn(&v->w) || rec->prev_lsn != qw_pg_last(&v->w, rec->pg))
         return mrd_fail(msg, MRD_EINVAL,
                         "record %" PRIu64 " links to %" PRIu64 " (pg %u: %" PRIu64
@@ -135,16 +134,16 @@ static int replica_check(const vol *v, const wire_record *rec, mrd_msg *msg)
     return 0;
 }
 
-int vol_replica_submit(vol *v, const wire_record *rec, const uint8_t *enc, size_t len,
-                       mrd_msg *msg)
+int vol_replica_submit(vol *v, const wire_record *rec, const uint8_t *enc, size_t len, mrd_msg *msg)
 {
     if (!v->replica) return mrd_fail(msg, MRD_ESTATE, "not a replica volume");
     if (v->phase == PHASE_FENCE) return mrd_fail(msg, MRD_EBUSY, "fencing the local storage");
     if (v->phase != PHASE_READY)
         return mrd_fail(msg, MRD_ESTATE, "replica volume not ready (phase %d)", v->phase);
     if (rec->epoch < v->info.epoch)
-        return mrd_fail(msg, MRD_ESTALE, "record %" PRIu64 " of epoch %" PRIu64
-                                         " below the local storage's %" PRIu64,
+        return mrd_fail(msg, MRD_ESTALE,
+                        "record %" PRIu64 " of epoch %" PRIu64
+                        " below the local storage's %" PRIu64,
                         rec->lsn, rec->epoch, v->info.epoch);
     if (rec->epoch > v->info.epoch || !v->qw_live) return replica_switch(v, rec->epoch, msg);
     int rc = replica_check(v, rec, msg);

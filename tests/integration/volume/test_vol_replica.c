@@ -85,9 +85,14 @@ static void submit(tr *t, uint64_t lsn, uint64_t epoch, uint64_t page, bool cpl)
     static uint8_t bytes[16];
     memset(bytes, (int)lsn, sizeof(bytes));
     uint32_t pg = (uint32_t)(page / t->f.pages_per_pg);
-    wire_record r = {.lsn = lsn, .epoch = epoch, .prev_lsn = t->pg_last[pg],
-                     .vol_prev_lsn = t->last, .page = page, .pg = pg,
-                     .flags = cpl ? WIRE_REC_CPL : 0, .delta_count = 1};
+    wire_record r = {.lsn = lsn,
+                     .epoch = epoch,
+                     .prev_lsn = t->pg_last[pg],
+                     .vol_prev_lsn = t->last,
+                     .page = page,
+                     .pg = pg,
+                     .flags = cpl ? WIRE_REC_CPL : 0,
+                     .delta_count = 1};
     r.deltas[0] = (wire_delta){.offset = (uint32_t)(lsn % 64) * 16, .len = 16, .data = bytes};
     t->enc.len = 0;
     assert_int_equal(wire_record_encode(&r, &t->enc, NULL), 0);
@@ -183,8 +188,13 @@ static void reopened_replica_resumes_at_its_head(void **state)
     assert_true(vdl_at(t, 30));
     /* a record that does not continue the chain, and one of an older epoch */
     static uint8_t b[4] = {1, 2, 3, 4};
-    wire_record r = {.lsn = 32, .epoch = 2, .prev_lsn = 0, .vol_prev_lsn = 31, .page = 1,
-                     .pg = 0, .delta_count = 1};
+    wire_record r = {.lsn = 32,
+                     .epoch = 2,
+                     .prev_lsn = 0,
+                     .vol_prev_lsn = 31,
+                     .page = 1,
+                     .pg = 0,
+                     .delta_count = 1};
     r.deltas[0] = (wire_delta){.offset = 0, .len = 4, .data = b};
     t->enc.len = 0;
     assert_int_equal(wire_record_encode(&r, &t->enc, NULL), 0);

@@ -22,9 +22,14 @@ static void make_batch(mrd_buf *out, uint64_t first, uint32_t n)
     wire_batch_builder b;
     assert_int_equal(wire_batch_begin(&b, out, WIRE_BATCH_LOG), 0);
     for (uint32_t i = 0; i < n; i++) {
-        wire_record r = {.lsn = first + i, .epoch = 1, .prev_lsn = first + i - 1,
-                         .vol_prev_lsn = first + i - 1, .page = 3, .pg = 0,
-                         .flags = i + 1 == n ? WIRE_REC_CPL : 0, .delta_count = 1};
+        wire_record r = {.lsn = first + i,
+                         .epoch = 1,
+                         .prev_lsn = first + i - 1,
+                         .vol_prev_lsn = first + i - 1,
+                         .page = 3,
+                         .pg = 0,
+                         .flags = i + 1 == n ? WIRE_REC_CPL : 0,
+                         .delta_count = 1};
         r.deltas[0] = (wire_delta){.offset = 8 * i % 4000, .len = sizeof(bytes), .data = bytes};
         assert_int_equal(wire_batch_add(&b, &r, NULL), 0);
     }
