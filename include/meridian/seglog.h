@@ -191,8 +191,8 @@ void seglog_iter_close(seglog_iter *it);
 #define SEGLOG_META_PGS_MAX 256
 #define SEGLOG_META_FENCES_MAX 16 /* equals QUORUM_FENCES_MAX: what a segment remembers */
 #define SEGLOG_META_SEGMENTS 6    /* segment indexes 0..5 of a protection group */
-#define SEGLOG_META_VERSION 3u /* version 2 (no VDL) is still read */
-#define SEGLOG_META_BYTES_MAX (32u + 16u * SEGLOG_META_FENCES_MAX + 24u * SEGLOG_META_PGS_MAX + 4u)
+#define SEGLOG_META_VERSION 4u /* versions 2 and 3 are still read */
+#define SEGLOG_META_BYTES_MAX (40u + 16u * SEGLOG_META_FENCES_MAX + 40u * SEGLOG_META_PGS_MAX + 4u)
 
 /* "Records of an epoch below epoch with an LSN above truncate_lsn are void." */
 typedef struct {
@@ -205,11 +205,16 @@ typedef struct {
     uint8_t segment_index; /* < SEGLOG_META_SEGMENTS */
     uint64_t scl;          /* segment complete LSN */
     uint64_t materialized; /* every record at or below it is in the page file (0: none) */
+    uint64_t base;         /* forget point: the records at or below it need not be read
+                              back at start (<= materialized; 0: none) */
+    uint64_t base_cpl;     /* the last CPL at or below base (0: none) */
 } seglog_meta_pg;
 
 typedef struct {
     uint64_t epoch;
     uint64_t vdl;         /* the highest VDL a writer reported to the node (0: none) */
+    uint64_t key_start;   /* log entries below this key hold only records at or below
+                             their PG's forget point (0: read the whole log) */
     uint32_t fence_count; /* <= SEGLOG_META_FENCES_MAX */
     seglog_meta_fence fences[SEGLOG_META_FENCES_MAX];
     uint32_t pg_count; /* <= SEGLOG_META_PGS_MAX */

@@ -8,8 +8,9 @@
  *    in any LSN order (gap fill brings old ones late), and seglog needs
  *    strictly increasing keys, so an entry's key is the node's append
  *    sequence ("log key") and its payload the encoded wire record.
- *  - meta: the metadata file (seglog_meta): epoch, fences, per-PG segment
- *    index, SCL and materialized LSN, replaced atomically.
+ *  - meta: the metadata file (seglog_meta): epoch, reported VDL, the first
+ *    log key a start must read, fences, per-PG segment index, SCL,
+ *    materialized LSN and forget point, replaced atomically.
  *  - pages/pg-P.pages: materialized page versions, a cache rebuilt from the
  *    log: two checksummed slots per page, written alternately, so a crash
  *    while one is written leaves the other.
@@ -138,6 +139,10 @@ typedef struct {
     uint32_t n_fences;
     uint64_t materialized; /* from metadata: records at or below are in the page file */
     uint64_t key_durable;  /* log keys at or below are durable (the log's state at start) */
+    uint64_t base;         /* from metadata: the forget point (<= materialized; 0: none) */
+    uint64_t base_cpl;     /* the last CPL at or below it */
+    uint64_t base_key_max; /* log keys below the metadata's key start: where the records
+                              at or below base are (those above it are read back) */
 } stp_config;
 
 /* One PG's segment. Embed it; fields are private to src/storage. */
@@ -170,7 +175,8 @@ void stp_close(stp *p);
 
 /*
  * A record read back from the log at start (durable, under log key key).
- * Returns 0 (held, or a duplicate), MRD_ESTALE (a fence voids it: skip it),
+ * Returns 0 (held, a duplicate, or at or below the forget point: then its key
+ * is noted for serving it from the log), MRD_ESTALE (a fence voids it: skip it),
  * or seg_chain_step's other errors. The payload is copied when the record
  * lies above the materialized LSN.
  */
@@ -217,6 +223,8 @@ bool stp_old_keys(const stp *p, uint64_t after, uint64_t upto, uint64_t *key_min
 
 /* The forget point: records at or below it are no longer held (0: none). */
 uint64_t stp_base(const stp *p);
+/* The lowest log key of a held record (UINT64_MAX: none held). */
+uint64_t stp_key_min(const stp *p);
 
 /* The held record with this LSN, or NULL. */
 const stp_rec *stp_find(const stp *p, uint64_t lsn);

@@ -1,13 +1,16 @@
 /*
- * The metadata file: epoch, the highest VDL a writer reported, fences and, per
- * protection group, segment index, SCL and materialized LSN. Layout
- * (little-endian): "MRDM", u16 version (3), u16 pg count, u64 epoch, u16
- * fence count, 6 zero bytes, u64 VDL (version 3 only; version 2 files, without
- * it, read as VDL 0); then per fence {u64
+ * The metadata file: epoch, the highest VDL a writer reported, the first log
+ * key a start must read, fences and, per protection group, segment index,
+ * SCL, materialized LSN, forget point and the last CPL at or below it.
+ * Layout (little-endian): "MRDM", u16 version (4), u16 pg count, u64 epoch,
+ * u16 fence count, 6 zero bytes, u64 VDL, u64 key start; then per fence {u64
  * epoch, u64 truncate LSN}; then per PG {u32 pg id, u8 segment index, 3 zero
- * bytes, u64 scl, u64 materialized}; then a CRC32C of everything before it.
- * One canonical encoding: fence epochs and PG ids strictly increase, padding
- * is zero, and encode refuses exactly what decode would.
+ * bytes, u64 scl, u64 materialized, u64 forget point, u64 its CPL}; then a
+ * CRC32C of everything before it. Older versions read with the missing
+ * fields 0: version 2 has neither VDL nor key start nor the forget fields,
+ * version 3 has the VDL only. One canonical encoding per version: fence
+ * epochs and PG ids strictly increase, padding is zero, and encode refuses
+ * exactly what decode would.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -15,24 +18,29 @@
 
 #include "seglog_int.h"
 
-#define SEGLOG_META_HEAD_BYTES 32u    /* version 3 */
-#define SEGLOG_META_HEAD_V2_BYTES 24u /* version 2: no VDL */
 #define SEGLOG_META_FENCE_BYTES 16u
-#define SEGLOG_META_PG_BYTES 24u
+
 #define SEGLOG_META_CRC_BYTES 4u
 #define SEGLOG_META_TMP_SUFFIX ".tmp"
 
 static const uint8_t seglog_meta_magic[4] = {'M', 'R', 'D', 'M'};
 
+/* Header bytes: 24, + the VDL from version 3, + the key start from version 4. */
 static size_t seglog_meta_head(unsigned version)
 {
-    return version == 2 ? SEGLOG_META_HEAD_V2_BYTES : SEGLOG_META_HEAD_BYTES;
+    return version == 2 ? 24u : version == 3 ? 32u : 40u;
+}
+
+/* Bytes per PG: 24, + the forget point and its CPL from version 4. */
+static size_t seglog_meta_pg_bytes(unsigned version)
+{
+    return version < 4 ? 24u : 40u;
 }
 
 static size_t seglog_meta_size(unsigned version, uint32_t fences, uint32_t pgs)
 {
     return seglog_meta_head(version) + (size_t)fences * SEGLOG_META_FENCE_BYTES +
-           (size_t)pgs * SEGLOG_META_PG_BYTES + SEGLOG_META_CRC_BYTES;
+           (size_t)pgs * seglog_meta_pg_bytes(version) + SEGLOG_META_CRC_BYTES;
 }
 
 static int seglog_meta_check_fences(const seglog_meta *m, mrd_msg *msg)
@@ -68,6 +76,12 @@ static int seglog_meta_check(const seglog_meta *m, mrd_msg *msg)
         if (i > 0 && m->pgs[i].pg_id <= m->pgs[i - 1].pg_id)
             return mrd_fail(msg, MRD_EINVAL, "metadata: pg ids not strictly increasing at %" PRIu32,
                             i);
+        if (m->pgs[i].base_cpl > m->pgs[i].base || m->pgs[i].base > m->pgs[i].materialized)
+            return mrd_fail(msg, MRD_EINVAL,
+                            "metadata: pg %" PRIu32 ": forget point %" PRIu64 " (cpl %" PRIu64
+                            ") above its materialized LSN %" PRIu64 " or its cpl above it",
+                            m->pgs[i].pg_id, m->pgs[i].base, m->pgs[i].base_cpl,
+                            m->pgs[i].materialized);
     }
     return 0;
 }
@@ -96,17 +110,20 @@ int seglog_meta_encode(const seglog_meta *m, uint8_t *out, size_t cap, size_t *l
     seglog_put_u16(out + 16, m->fence_count);
     memset(out + 18, 0, 6);
     seglog_put_u64(out + 24, m->vdl);
-    uint8_t *p = out + SEGLOG_META_HEAD_BYTES;
+    seglog_put_u64(out + 32, m->key_start);
+    uint8_t *p = out + seglog_meta_head(SEGLOG_META_VERSION);
     for (uint32_t i = 0; i < m->fence_count; i++, p += SEGLOG_META_FENCE_BYTES) {
         seglog_put_u64(p, m->fences[i].epoch);
         seglog_put_u64(p + 8, m->fences[i].truncate_lsn);
     }
-    for (uint32_t i = 0; i < m->pg_count; i++, p += SEGLOG_META_PG_BYTES) {
+    for (uint32_t i = 0; i < m->pg_count; i++, p += seglog_meta_pg_bytes(SEGLOG_META_VERSION)) {
         seglog_put_u32(p, m->pgs[i].pg_id);
         p[4] = m->pgs[i].segment_index;
         p[5] = p[6] = p[7] = 0;
         seglog_put_u64(p + 8, m->pgs[i].scl);
         seglog_put_u64(p + 16, m->pgs[i].materialized);
+        seglog_put_u64(p + 24, m->pgs[i].base);
+        seglog_put_u64(p + 32, m->pgs[i].base_cpl);
     }
     seglog_put_u32(p, mrd_crc32c(0, out, size - SEGLOG_META_CRC_BYTES));
     *len = size;
@@ -123,8 +140,8 @@ static int seglog_meta_frame(const uint8_t *d, size_t len, unsigned *version, ui
     if (memcmp(d, seglog_meta_magic, 4) != 0)
         return mrd_fail(msg, MRD_EPARSE, "metadata: offset 0: bad magic");
     *version = seglog_get_u16(d + 4);
-    if (*version != SEGLOG_META_VERSION && *version != 2)
-        return mrd_fail(msg, MRD_EVERSION, "metadata: offset 4: version %u, expected 2 or %u",
+    if (*version < 2 || *version > SEGLOG_META_VERSION)
+        return mrd_fail(msg, MRD_EVERSION, "metadata: offset 4: version %u, expected 2 to %u",
                         *version, SEGLOG_META_VERSION);
     *pgs = seglog_get_u16(d + 6);
     if (*pgs > SEGLOG_META_PGS_MAX)
@@ -162,7 +179,8 @@ int seglog_meta_decode(const uint8_t *d, size_t len, seglog_meta *out, mrd_msg *
     if (rc == 0) rc = seglog_meta_zero(d, 18, 6, msg);
     if (rc != 0) return rc;
     out->epoch = seglog_get_u64(d + 8);
-    out->vdl = version == 2 ? 0 : seglog_get_u64(d + 24);
+    out->vdl = version >= 3 ? seglog_get_u64(d + 24) : 0;
+    out->key_start = version >= 4 ? seglog_get_u64(d + 32) : 0;
     out->fence_count = fences;
     out->pg_count = pgs;
     const uint8_t *p = d + seglog_meta_head(version);
@@ -170,13 +188,15 @@ int seglog_meta_decode(const uint8_t *d, size_t len, seglog_meta *out, mrd_msg *
         out->fences[i].epoch = seglog_get_u64(p);
         out->fences[i].truncate_lsn = seglog_get_u64(p + 8);
     }
-    for (uint32_t i = 0; i < pgs; i++, p += SEGLOG_META_PG_BYTES) {
+    for (uint32_t i = 0; i < pgs; i++, p += seglog_meta_pg_bytes(version)) {
         rc = seglog_meta_zero(d, (size_t)(p - d) + 5, 3, msg);
         if (rc != 0) return rc;
         out->pgs[i].pg_id = seglog_get_u32(p);
         out->pgs[i].segment_index = p[4];
         out->pgs[i].scl = seglog_get_u64(p + 8);
         out->pgs[i].materialized = seglog_get_u64(p + 16);
+        out->pgs[i].base = version >= 4 ? seglog_get_u64(p + 24) : 0;
+        out->pgs[i].base_cpl = version >= 4 ? seglog_get_u64(p + 32) : 0;
     }
     rc = seglog_meta_check(out, msg);
     if (rc != 0) return MRD_EPARSE;

@@ -23,14 +23,20 @@ void storage_meta_snapshot(storage *s, seglog_meta *m)
     for (uint32_t i = 0; i < s->n_fences_staged; i++)
         m->fences[i] = (seglog_meta_fence){.epoch = s->fences_staged[i].epoch,
                                            .truncate_lsn = s->fences_staged[i].truncate_lsn};
+    m->key_start = s->key_next; /* every log key below is durable, or held */
     for (uint32_t pg = 0; pg < QUORUM_PGS_MAX; pg++) {
         const stp *p = s->pgs[pg];
         if (p == NULL) continue;
+        bool stale = s->pages_stale[pg];
         m->pgs[m->pg_count++] = (seglog_meta_pg){
             .pg_id = pg,
             .segment_index = s->seg,
             .scl = stp_scl(p),
-            .materialized = s->pages_stale[pg] ? 0 : p->materialized};
+            .materialized = stale ? 0 : p->materialized,
+            .base = stale ? 0 : stp_base(p),
+            .base_cpl = stale ? 0 : seg_chain_base_cpl(&p->chain)};
+        uint64_t key_min = stale ? 0 : stp_key_min(p);
+        if (key_min < m->key_start) m->key_start = key_min;
     }
 }
 

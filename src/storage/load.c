@@ -30,6 +30,7 @@ static int storage_adopt_meta(storage *s, const seglog_meta *m, mrd_msg *msg)
 {
     s->epoch = s->epoch_staged = m->epoch;
     s->vdl = m->vdl;
+    s->key_start = m->key_start;
     for (uint32_t i = 0; i < m->fence_count; i++) {
         quorum_fence f = {.epoch = m->fences[i].epoch, .truncate_lsn = m->fences[i].truncate_lsn};
         storage_fences_add(s->fences, &s->n_fences, f);
@@ -43,11 +44,24 @@ static int storage_adopt_meta(storage *s, const seglog_meta *m, mrd_msg *msg)
                             "%s: pg %" PRIu32 " was segment %u, the topology now makes this node "
                             "segment %u; refusing to start",
                             s->meta_path, mp->pg_id, mp->segment_index, s->seg);
+        s->start_base[mp->pg_id] = mp->base;
+        s->start_base_cpl[mp->pg_id] = mp->base_cpl;
         stp *p = storage_pg(s, mp->pg_id, msg);
         if (p == NULL) return MRD_EINVAL;
         p->materialized = mp->materialized;
     }
     return 0;
+}
+
+/* A segment that must be read back from the whole log: no forget point, no key start. */
+static int storage_pg_restart(storage *s, uint32_t pg, mrd_msg *msg)
+{
+    stp_close(s->pgs[pg]);
+    free(s->pgs[pg]);
+    s->pgs[pg] = NULL;
+    s->start_base[pg] = s->start_base_cpl[pg] = 0;
+    s->key_start = 0;
+    return storage_pg(s, pg, msg) != NULL ? 0 : MRD_EINVAL;
 }
 
 /* Page files: open those the metadata vouches for; a cache nothing vouches for goes. */
@@ -61,6 +75,10 @@ static int storage_open_pages(storage *s, mrd_msg *msg)
             MRD_WARN("pages_rebuild", "pg=%" PRIu32 " materialized=%" PRIu64 " reason=\"%s\"", pg,
                      p->materialized, why.text);
             p->materialized = 0;
+            if (stp_base(p) > 0) { /* its forgotten records must come back from the log */
+                int rc = storage_pg_restart(s, pg, msg);
+                if (rc != 0) return rc;
+            }
         }
     }
     DIR *d = opendir(s->pages_dir);
@@ -156,7 +174,10 @@ static int storage_replay_entry(storage *s, const seglog_entry *e, uint64_t *voi
 int storage_replay(storage *s, mrd_msg *msg)
 {
     seglog_iter *it;
-    int rc = seglog_iter_open(s->log, 1, &it, msg);
+    /* Entries below the key start hold only records at or below their PG's forget
+     * point: in the page files, and served to peers from the log when they ask. */
+    uint64_t from = s->key_start > 0 ? s->key_start : 1;
+    int rc = seglog_iter_open(s->log, from, &it, msg);
     if (rc != 0) return rc;
     uint64_t entries = 0, voided = 0, skipped = 0;
     seglog_entry e;
@@ -182,9 +203,9 @@ int storage_replay(storage *s, mrd_msg *msg)
                      " reason=\"the log lost records it held; gap filling restores them\"",
                      pg, stp_scl(p), s->scl_recorded[pg]);
     }
-    MRD_INFO("replayed", "entries=%" PRIu64 " voided=%" PRIu64 " skipped=%" PRIu64
-                         " epoch=%" PRIu64 " fences=%" PRIu32,
-             entries, voided, skipped, s->epoch, s->n_fences);
+    MRD_INFO("replayed", "from_key=%" PRIu64 " entries=%" PRIu64 " voided=%" PRIu64
+                         " skipped=%" PRIu64 " epoch=%" PRIu64 " fences=%" PRIu32,
+             from, entries, voided, skipped, s->epoch, s->n_fences);
     seglog_meta *m = calloc(1, sizeof(*m));
     if (m == NULL) return mrd_fail(msg, MRD_ENOMEM, "storage: out of memory");
     storage_meta_snapshot(s, m);

@@ -12,6 +12,7 @@
  *    durable" is "every persist up to the last such entry is durable".
  */
 #include <assert.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -65,10 +66,15 @@ static uint32_t stp_lower_bound(const stp *p, uint64_t lsn)
 int stp_init(stp *p, const stp_config *cfg, mrd_msg *msg)
 {
     memset(p, 0, sizeof(*p));
+    if (cfg->base_cpl > cfg->base || cfg->base > cfg->materialized)
+        return mrd_fail(msg, MRD_EINVAL, "pg %" PRIu32 ": forget point above the materialized LSN",
+                        cfg->pg);
     seg_chain_config cc = {.pg = cfg->pg,
                            .seg = cfg->seg,
                            .held_max = cfg->held_max,
                            .gap_retry_ms = cfg->gap_retry_ms,
+                           .scl_base = cfg->base,
+                           .base_cpl = cfg->base_cpl,
                            .epoch = cfg->epoch,
                            .fences = cfg->fences,
                            .n_fences = cfg->n_fences};
@@ -79,6 +85,10 @@ int stp_init(stp *p, const stp_config *cfg, mrd_msg *msg)
     p->held_max = cfg->held_max;
     p->materialized = cfg->materialized;
     p->key_durable = cfg->key_durable;
+    p->lsn_durable = cfg->base;
+    if (cfg->base > 0) /* forgotten before the restart, somewhere below the key start */
+        p->old[p->n_old++] = (stp_old){
+            .lsn_after = 0, .lsn_upto = cfg->base, .key_min = 1, .key_max = cfg->base_key_max};
     return 0;
 }
 
@@ -137,6 +147,18 @@ static int stp_room(stp *p)
     return rc;
 }
 
+/* A forgotten record read back at start from key: its range must cover that key. */
+static void stp_old_note(stp *p, uint64_t lsn, uint64_t key)
+{
+    for (uint32_t i = 0; i < p->n_old; i++) {
+        stp_old *o = &p->old[i];
+        if (lsn <= o->lsn_after || lsn > o->lsn_upto) continue;
+        if (key < o->key_min) o->key_min = key;
+        if (key > o->key_max) o->key_max = key;
+        return;
+    }
+}
+
 int stp_load(stp *p, const quorum_rec *q, uint64_t page, uint64_t key, const uint8_t *payload,
              size_t len)
 {
@@ -146,7 +168,10 @@ int stp_load(stp *p, const quorum_rec *q, uint64_t page, uint64_t key, const uin
     sc_event ev = {.kind = SC_EV_LOAD, .rec = q};
     rc = seg_chain_step(&p->chain, &ev, stp_chain_sink(p));
     if (rc != 0 || held) return rc;
-    if (!seg_chain_holds(&p->chain, q->lsn)) return 0; /* at or below the forget point */
+    if (!seg_chain_holds(&p->chain, q->lsn)) { /* at or below the forget point */
+        stp_old_note(p, q->lsn, key);
+        return 0;
+    }
     rc = stp_index_add(p, q, page, key, payload, len);
     if (rc != 0) return rc; /* the chain holds it without a payload: the caller gives up */
     if (q->lsn > p->lsn_durable) p->lsn_durable = q->lsn;
@@ -305,6 +330,14 @@ bool stp_old_keys(const stp *p, uint64_t after, uint64_t upto, uint64_t *key_min
 uint64_t stp_base(const stp *p)
 {
     return seg_chain_base(&p->chain);
+}
+
+uint64_t stp_key_min(const stp *p)
+{
+    uint64_t key = UINT64_MAX;
+    for (uint32_t i = 0; i < p->n_recs; i++)
+        if (p->recs[i].key < key) key = p->recs[i].key;
+    return key;
 }
 
 const stp_rec *stp_find(const stp *p, uint64_t lsn)

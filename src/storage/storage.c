@@ -147,7 +147,11 @@ stp *storage_pg(storage *s, uint32_t pg, mrd_msg *msg)
                       .epoch = s->epoch,
                       .fences = s->fences,
                       .n_fences = s->n_fences,
-                      .key_durable = seglog_lsn_durable(s->log)};
+                      .key_durable = seglog_lsn_durable(s->log),
+                      .materialized = s->start_base[pg], /* raised by the caller */
+                      .base = s->start_base[pg],
+                      .base_cpl = s->start_base_cpl[pg],
+                      .base_key_max = s->key_start > 0 ? s->key_start - 1 : 0};
     if (stp_init(p, &cfg, msg) != 0) {
         free(p);
         return NULL;

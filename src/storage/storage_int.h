@@ -114,6 +114,11 @@ struct storage {
 
     uint64_t vdl; /* highest VDL a writer (or a peer) reported */
     uint64_t forgotten_unrecorded; /* records forgotten since the last metadata snapshot */
+    /* From the metadata file, for the segments it names: start reads the log from
+     * key_start (0: all of it) and each PG's chain starts at its forget point. */
+    uint64_t key_start;
+    uint64_t start_base[QUORUM_PGS_MAX];
+    uint64_t start_base_cpl[QUORUM_PGS_MAX];
     held held_head; /* circular list */
     storage_peer peers[TOPO_STORAGE];
     h2_tls *tls;

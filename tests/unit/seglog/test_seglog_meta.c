@@ -12,6 +12,7 @@ static seglog_meta sample(uint64_t epoch)
     memset(&m, 0, sizeof(m));
     m.epoch = epoch;
     m.vdl = 3 * epoch;
+    m.key_start = 5 * epoch;
     m.fence_count = 2;
     m.fences[0] = (seglog_meta_fence){.epoch = epoch / 2, .truncate_lsn = 77};
     m.fences[1] = (seglog_meta_fence){.epoch = epoch, .truncate_lsn = 1000 * epoch};
@@ -21,6 +22,8 @@ static seglog_meta sample(uint64_t epoch)
         m.pgs[i].segment_index = (uint8_t)(i * 2);
         m.pgs[i].scl = 1000 * epoch + i;
         m.pgs[i].materialized = 900 * epoch + i;
+        m.pgs[i].base = 800 * epoch + i;
+        m.pgs[i].base_cpl = 700 * epoch + i;
     }
     return m;
 }
@@ -29,6 +32,7 @@ static void assert_meta_equal(const seglog_meta *a, const seglog_meta *b)
 {
     assert_int_equal(a->epoch, b->epoch);
     assert_int_equal(a->vdl, b->vdl);
+    assert_int_equal(a->key_start, b->key_start);
     assert_int_equal(a->fence_count, b->fence_count);
     for (uint32_t i = 0; i < a->fence_count; i++) {
         assert_int_equal(a->fences[i].epoch, b->fences[i].epoch);
@@ -40,6 +44,8 @@ static void assert_meta_equal(const seglog_meta *a, const seglog_meta *b)
         assert_int_equal(a->pgs[i].segment_index, b->pgs[i].segment_index);
         assert_int_equal(a->pgs[i].scl, b->pgs[i].scl);
         assert_int_equal(a->pgs[i].materialized, b->pgs[i].materialized);
+        assert_int_equal(a->pgs[i].base, b->pgs[i].base);
+        assert_int_equal(a->pgs[i].base_cpl, b->pgs[i].base_cpl);
     }
 }
 
@@ -51,7 +57,7 @@ static void codec_round_trip(void **state)
     mrd_msg msg;
     m = sample(42);
     assert_int_equal(seglog_meta_encode(&m, buf, sizeof(buf), &len, &msg), 0);
-    assert_int_equal(len, 32 + 2 * 16 + 3 * 24 + 4);
+    assert_int_equal(len, 40 + 2 * 16 + 3 * 40 + 4);
     assert_int_equal(seglog_meta_decode(buf, len, &out, &msg), 0);
     assert_meta_equal(&m, &out);
     m.epoch = UINT64_MAX;
@@ -61,7 +67,8 @@ static void codec_round_trip(void **state)
     m.pg_count = SEGLOG_META_PGS_MAX;
     for (uint32_t i = 0; i < m.pg_count; i++)
         m.pgs[i] = (seglog_meta_pg){
-            .pg_id = i * 3, .segment_index = i % 6, .scl = ~(uint64_t)i, .materialized = i};
+            .pg_id = i * 3, .segment_index = i % 6, .scl = ~(uint64_t)i, .materialized = i,
+            .base = i / 2, .base_cpl = i / 4};
     assert_int_equal(seglog_meta_encode(&m, buf, sizeof(buf), &len, &msg), 0);
     assert_int_equal(len, SEGLOG_META_BYTES_MAX);
     assert_int_equal(seglog_meta_decode(buf, len, &out, &msg), 0);
@@ -69,7 +76,7 @@ static void codec_round_trip(void **state)
     m.pg_count = 0;
     m.fence_count = 0;
     assert_int_equal(seglog_meta_encode(&m, buf, sizeof(buf), &len, &msg), 0);
-    assert_int_equal(len, 36);
+    assert_int_equal(len, 44);
     assert_int_equal(seglog_meta_decode(buf, len, &out, &msg), 0);
     assert_int_equal(out.pg_count, 0);
     assert_int_equal(out.fence_count, 0);
@@ -101,6 +108,13 @@ static void encode_refuses_what_decode_would(void **state)
     assert_int_equal(seglog_meta_encode(&m, buf, sizeof(buf), &len, &msg), MRD_EINVAL);
     assert_non_null(strstr(msg.text, "above the node's epoch"));
     m = sample(1);
+    m.pgs[0].base = m.pgs[0].materialized + 1; /* forgotten, not in the page file */
+    assert_int_equal(seglog_meta_encode(&m, buf, sizeof(buf), &len, &msg), MRD_EINVAL);
+    assert_non_null(strstr(msg.text, "forget point"));
+    m = sample(1);
+    m.pgs[2].base_cpl = m.pgs[2].base + 1;
+    assert_int_equal(seglog_meta_encode(&m, buf, sizeof(buf), &len, &msg), MRD_EINVAL);
+    m = sample(1);
     assert_int_equal(seglog_meta_encode(&m, buf, 20, &len, &msg), MRD_ETOOBIG);
 }
 
@@ -125,7 +139,7 @@ static int decode_edited(size_t at, uint8_t value, bool seal, mrd_msg *msg)
 
 static void decode_names_each_broken_rule(void **state)
 {
-    /* sample(9): 32-byte head, fences at 32 and 48, groups at 64, 88, 112, crc at 136. */
+    /* sample(9): 40-byte head, fences at 40 and 56, groups at 72, 112, 152, crc at 192. */
     mrd_msg msg;
     assert_int_equal(decode_edited(0, 'X', true, &msg), MRD_EPARSE);
     assert_non_null(strstr(msg.text, "magic"));
@@ -140,33 +154,51 @@ static void decode_names_each_broken_rule(void **state)
     assert_non_null(strstr(msg.text, "crc"));
     assert_int_equal(decode_edited(20, 1, true, &msg), MRD_EPARSE);
     assert_non_null(strstr(msg.text, "offset 20: padding"));
-    assert_int_equal(decode_edited(64 + 5, 1, true, &msg), MRD_EPARSE);
+    assert_int_equal(decode_edited(72 + 5, 1, true, &msg), MRD_EPARSE);
     assert_non_null(strstr(msg.text, "padding"));
-    assert_int_equal(decode_edited(64 + 4, 6, true, &msg), MRD_EPARSE);
+    assert_int_equal(decode_edited(72 + 4, 6, true, &msg), MRD_EPARSE);
     assert_non_null(strstr(msg.text, "segment index"));
-    assert_int_equal(decode_edited(88, 0, true, &msg), MRD_EPARSE); /* pg 0 after pg 10 */
+    assert_int_equal(decode_edited(112, 0, true, &msg), MRD_EPARSE); /* pg 0 after pg 10 */
     assert_non_null(strstr(msg.text, "increasing"));
-    assert_int_equal(decode_edited(48, 3, true, &msg), MRD_EPARSE); /* fence epoch 3 after 4 */
+    assert_int_equal(decode_edited(56, 3, true, &msg), MRD_EPARSE); /* fence epoch 3 after 4 */
     assert_non_null(strstr(msg.text, "fence 1"));
-    assert_int_equal(decode_edited(48 + 7, 1, true, &msg), MRD_EPARSE); /* above the epoch */
+    assert_int_equal(decode_edited(56 + 7, 1, true, &msg), MRD_EPARSE); /* above the epoch */
     assert_non_null(strstr(msg.text, "above the node's epoch"));
+    assert_int_equal(decode_edited(72 + 31, 0xff, true, &msg), MRD_EPARSE); /* forget point */
+    assert_int_equal(decode_edited(4, 5, false, &msg), MRD_EVERSION);
 }
 
-/* A version 2 file (before the VDL) still reads, with VDL 0. */
-static void decode_reads_version_2(void **state)
+/* Versions 2 (no VDL) and 3 (no key start, no forget points) still read, with zeros. */
+static void decode_reads_older_versions(void **state)
 {
-    seglog_meta m = sample(9), out;
-    uint8_t buf[SEGLOG_META_BYTES_MAX];
-    size_t len;
-    mrd_msg msg;
-    assert_int_equal(seglog_meta_encode(&m, buf, sizeof(buf), &len, &msg), 0);
-    memmove(buf + 24, buf + 32, len - 32); /* drop the VDL */
-    len -= 8;
-    buf[4] = 2;
-    reseal(buf, len);
-    assert_int_equal(seglog_meta_decode(buf, len, &out, &msg), 0);
-    m.vdl = 0;
-    assert_meta_equal(&m, &out);
+    for (unsigned version = 2; version <= 3; version++) {
+        seglog_meta m = sample(9), out;
+        uint8_t buf[SEGLOG_META_BYTES_MAX], old[SEGLOG_META_BYTES_MAX];
+        size_t len, n = 0;
+        mrd_msg msg;
+        assert_int_equal(seglog_meta_encode(&m, buf, sizeof(buf), &len, &msg), 0);
+        memcpy(old, buf, 24); /* the header up to the VDL */
+        n = 24;
+        if (version == 3) {
+            memcpy(old + n, buf + 24, 8);
+            n += 8;
+        }
+        memcpy(old + n, buf + 40, 2 * 16); /* the fences */
+        n += 2 * 16;
+        for (int g = 0; g < 3; g++) { /* each group without its forget point */
+            memcpy(old + n, buf + 72 + 40 * g, 24);
+            n += 24;
+        }
+        n += 4;
+        old[4] = (uint8_t)version;
+        reseal(old, n);
+        assert_int_equal(seglog_meta_decode(old, n, &out, &msg), 0);
+        if (version == 2) m.vdl = 0;
+        m.key_start = 0;
+        for (int g = 0; g < 3; g++)
+            m.pgs[g].base = m.pgs[g].base_cpl = 0;
+        assert_meta_equal(&m, &out);
+    }
 }
 
 static void decode_refuses_every_cut_and_flip(void **state)
@@ -362,7 +394,7 @@ int main(void)
         cmocka_unit_test(codec_round_trip),
         cmocka_unit_test(encode_refuses_what_decode_would),
         cmocka_unit_test(decode_names_each_broken_rule),
-        cmocka_unit_test(decode_reads_version_2),
+        cmocka_unit_test(decode_reads_older_versions),
         cmocka_unit_test(decode_refuses_every_cut_and_flip),
         cmocka_unit_test(write_read_and_replace),
         cmocka_unit_test(replacement_is_atomic_at_every_step),

@@ -285,6 +285,56 @@ static void load_replays_the_log_under_the_fences(void **state)
     fix_close(&f);
 }
 
+/* Started at a recorded forget point: what the log still holds below it is noted, not held. */
+static void load_starts_at_the_forget_point(void **state)
+{
+    stp_config cfg = {.pg = 0,
+                      .seg = 2,
+                      .held_max = 64,
+                      .gap_retry_ms = 100,
+                      .epoch = 1,
+                      .materialized = 4,
+                      .base = 4,
+                      .base_cpl = 2,
+                      .base_key_max = 3};
+    fix f;
+    mrd_msg msg;
+    assert_int_equal(stp_init(&f.p, &cfg, &msg), 0);
+    f.key_next = 1;
+    mrd_buf_init(&f.enc);
+    assert_int_equal(stp_base(&f.p), 4);
+    assert_int_equal(stp_scl(&f.p), 4);
+    uint64_t lsns[] = {3, 5}, keys[] = {9, 10};
+    for (int i = 0; i < 2; i++) {
+        wire_record w = mkwire(lsns[i], lsns[i] - 1, 1, 3);
+        quorum_rec q;
+        encode(&f, &w);
+        storage_qrec(&w, &q);
+        assert_int_equal(stp_load(&f.p, &q, w.page, keys[i], f.enc.data, f.enc.len), 0);
+    }
+    assert_null(stp_find(&f.p, 3)); /* gap-filled late, above the key start: noted */
+    assert_int_equal(stp_records(&f.p), 1);
+    assert_int_equal(stp_scl(&f.p), 5);
+    assert_int_equal(stp_key_min(&f.p), 10);
+    const stp_rec *out[QUORUM_SERVE_MAX];
+    stp_gap old;
+    assert_int_equal(stp_serve(&f.p, 0, 9, out, QUORUM_SERVE_MAX, &old), 0);
+    assert_int_equal(old.upto, 4);
+    uint64_t kmin, kmax;
+    assert_true(stp_old_keys(&f.p, 0, 4, &kmin, &kmax));
+    assert_int_equal(kmin, 1);
+    assert_int_equal(kmax, 9);
+    quorum_report r;
+    quorum_hdr hdrs[4];
+    assert_int_equal(seg_chain_report(&f.p.chain, 4, &r, hdrs, 4), 0);
+    assert_int_equal(r.floor_head, 4);
+    assert_int_equal(r.floor_cpl, 2);
+    cfg.base = 5; /* above the materialized LSN: refused */
+    stp pbad;
+    assert_int_equal(stp_init(&pbad, &cfg, &msg), MRD_EINVAL);
+    fix_close(&f);
+}
+
 /* ---- stp: materialization and page reads --------------------------------------------------- */
 
 static void materialization_plans_and_forgets_payloads(void **state)
@@ -513,6 +563,7 @@ int main(void)
         cmocka_unit_test(segment_refuses_beyond_its_limit),
         cmocka_unit_test(fence_drops_voided_records_from_the_index),
         cmocka_unit_test(load_replays_the_log_under_the_fences),
+        cmocka_unit_test(load_starts_at_the_forget_point),
         cmocka_unit_test(materialization_plans_and_forgets_payloads),
         cmocka_unit_test(fences_list_keeps_order_and_the_stricter_limit),
         cmocka_unit_test(u64_values_are_strict),
