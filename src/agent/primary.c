@@ -71,17 +71,18 @@ static void follow_fail(agent *a, const char *why)
 static int follow_start(agent *a, const wire_mark *m, mrd_msg *msg)
 {
     uint64_t now = mrd_now_ms();
+    uint64_t mine = a->ever_started ? a->committed_lsn : a->ck_lsn;
+    if (m->vdl < mine) /* a restarted writer's VDL is 0 until its recovered heads are durable */
+        return mrd_fail(msg, MRD_EBUSY,
+                        "the writer's VDL %" PRIu64 " is below this agent's %" PRIu64
+                        ": waiting for its recovery",
+                        m->vdl, mine);
     a->follow_started = true;
     if (!a->ever_started) { /* start where the checksum file says; storage fills the rest */
         a->ever_started = true;
-        uint64_t base = m->vdl > a->ck_lsn ? a->ck_lsn : m->vdl;
-        a->crc_known = base == a->ck_lsn && (a->ck_file || a->ck_lsn == 0);
+        uint64_t base = a->ck_lsn;
+        a->crc_known = a->ck_file || a->ck_lsn == 0;
         a->crc = a->crc_known ? a->ck_crc : 0;
-        if (!a->crc_known)
-            MRD_WARN("checksum_unknown",
-                     "from=%" PRIu64 " writer_vdl=%" PRIu64
-                     " reason=\"the volume is behind the saved checksum\"",
-                     a->ck_lsn, m->vdl);
         a->committed_lsn = a->received_lsn = base;
         a->recv_crc = a->crc;
         int rc = ag_lag_init(&a->lag, 0, base, a->crc, a->crc_known, now, msg);
