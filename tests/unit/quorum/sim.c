@@ -131,6 +131,8 @@ struct sim {
     disk disks[SIM_NODES][SIM_PGS_MAX];
     uint64_t scl_verified[SIM_NODES][SIM_PGS_MAX];
     uint64_t node_vdl[SIM_NODES]; /* the highest VDL the node heard (kept across a crash) */
+    quorum_fence restart_base[SIM_NODES][SIM_PGS_MAX]; /* forget point (epoch: its CPL) the
+                                                          node recorded before a crash */
     /* writer */
     qw w;
     uint64_t epoch;
@@ -683,7 +685,13 @@ static void node_crash(sim *s, uint8_t node)
             d->st[d->unsynced[i]] = 0;
         d->n_unsynced = d->sync_count = 0;
         d->syncing = false;
-        seg_chain_close(&s->chains[node][pg]);
+        /* Like a storage node's metadata file: a restart may start at the forget point. */
+        seg_chain *c = &s->chains[node][pg];
+        s->restart_base[node][pg] = chance(&s->rng, 500000)
+                                        ? (quorum_fence){.epoch = seg_chain_base_cpl(c),
+                                                         .truncate_lsn = seg_chain_base(c)}
+                                        : (quorum_fence){0};
+        seg_chain_close(c);
     }
     qw_event ev = {.kind = QW_EV_DOWN, .now_ms = s->now};
     ev.link.pg = QUORUM_PG_ALL;
@@ -695,16 +703,19 @@ static void node_crash(sim *s, uint8_t node)
 static void chain_open(sim *s, uint8_t node, uint32_t pg)
 {
     disk *d = &s->disks[node][pg];
+    quorum_fence base = s->restart_base[node][pg]; /* lsn and CPL, or zeros */
     seg_chain_config cfg = {.pg = pg,
                             .seg = node,
                             .held_max = SIM_LSN_MAX,
                             .epoch = 1,
                             .gap_retry_ms = s->p.gap_retry_ms,
+                            .scl_base = base.truncate_lsn,
+                            .base_cpl = base.epoch,
                             .fences = d->fences,
                             .n_fences = d->n_fences};
     if (seg_chain_init(&s->chains[node][pg], &cfg, NULL)) abort();
     s->scl_verified[node][pg] = 0;
-    for (uint64_t lsn = 1; lsn <= SIM_LSN_MAX; lsn++) {
+    for (uint64_t lsn = base.truncate_lsn + 1; lsn <= SIM_LSN_MAX; lsn++) {
         if (d->st[lsn] != 2) continue;
         sc_event ev = {.kind = SC_EV_LOAD, .now_ms = s->now, .rec = &s->recs[lsn].r};
         int rc = seg_chain_step(&s->chains[node][pg], &ev, chain_sink(s, node, pg));
