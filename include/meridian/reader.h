@@ -67,11 +67,19 @@ void rd_core_unpin(rd_core *c);
 bool rd_core_page(rd_core *c, uint64_t page, uint8_t *out);
 /* A page read from storage at read_point; kept if the read point is still current. */
 void rd_core_page_put(rd_core *c, uint64_t page, uint64_t read_point, const uint8_t *data);
-/* The LSN a storage read of pg at the current read point needs its segment complete to:
- * true and *need when known, false when it must be learned from a read quorum. */
+/*
+ * The LSN a storage read of pg at the current read point needs its segment
+ * complete to (the PG's last record at or below it): true and *need when
+ * known, false when the PG's head at the stream's starting point must first
+ * be learned from a read quorum. Every record applied since then moves it on.
+ */
 bool rd_core_need(rd_core *c, uint32_t pg, uint64_t *need);
-/* What a read quorum said the head of pg is at read_point. */
-void rd_core_set_head(rd_core *c, uint32_t pg, uint64_t read_point, uint64_t head);
+/* Where the stream (re)started: heads are asked for at this LSN. */
+uint64_t rd_core_reset_vdl(rd_core *c);
+/* The first PG below pgs whose head is not known yet. */
+bool rd_core_heads_missing(rd_core *c, uint32_t pgs, uint32_t *pg);
+/* What a read quorum said the head of pg is at the reset point (ignored for an older one). */
+void rd_core_set_head(rd_core *c, uint32_t pg, uint64_t reset_vdl, uint64_t head);
 
 typedef struct {
     uint64_t applied_vdl; /* the read point for the next transaction */

@@ -44,8 +44,10 @@ struct rd_core {
     uint32_t pins;
     bool stream_up;
     uint64_t down_since_ms;
-    uint64_t head[QUORUM_PGS_MAX];
+    uint64_t reset_vdl;                 /* where the stream (re)started */
+    uint64_t head[QUORUM_PGS_MAX];      /* each PG's last record at or below reset_vdl */
     bool head_known[QUORUM_PGS_MAX];
+    uint64_t seen_max[QUORUM_PGS_MAX];  /* each PG's last record applied since the reset */
     uint64_t applied, dropped, resets;
     bool mu_ready;
 };
@@ -182,6 +184,8 @@ void rd_core_reset(rd_core *c, uint64_t vdl, uint64_t epoch, uint64_t now_ms)
     c->epoch = epoch;
     c->stream_up = true;
     memset(c->head_known, 0, sizeof(c->head_known));
+    memset(c->seen_max, 0, sizeof(c->seen_max));
+    c->reset_vdl = vdl;
     c->resets++;
     uv_mutex_unlock(&c->mu);
 }
@@ -251,7 +255,7 @@ static void apply_one(rd_core *c, const mrd_buf *enc)
 {
     wire_record rec;
     if (wire_record_decode(enc->data, enc->len, &rec, NULL) != 0) return; /* checked on arrival */
-    if (c->head_known[rec.pg]) c->head[rec.pg] = rec.lsn;
+    c->seen_max[rec.pg] = rec.lsn; /* with the head at the reset, the head now */
     int32_t i = find(c, rec.page);
     if (i < 0) {
         c->dropped++;
@@ -312,16 +316,37 @@ bool rd_core_need(rd_core *c, uint32_t pg, uint64_t *need)
     if (pg >= QUORUM_PGS_MAX) return false;
     uv_mutex_lock(&c->mu);
     bool known = c->head_known[pg];
-    *need = c->head[pg];
+    *need = c->seen_max[pg] > c->head[pg] ? c->seen_max[pg] : c->head[pg];
     uv_mutex_unlock(&c->mu);
     return known;
+}
+
+uint64_t rd_core_reset_vdl(rd_core *c)
+{
+    uv_mutex_lock(&c->mu);
+    uint64_t v = c->reset_vdl;
+    uv_mutex_unlock(&c->mu);
+    return v;
+}
+
+bool rd_core_heads_missing(rd_core *c, uint32_t pgs, uint32_t *pg)
+{
+    bool missing = false;
+    uv_mutex_lock(&c->mu);
+    for (uint32_t i = 0; i < pgs && i < QUORUM_PGS_MAX && !missing; i++)
+        if (!c->head_known[i]) {
+            *pg = i;
+            missing = true;
+        }
+    uv_mutex_unlock(&c->mu);
+    return missing;
 }
 
 void rd_core_set_head(rd_core *c, uint32_t pg, uint64_t read_point, uint64_t head)
 {
     if (pg >= QUORUM_PGS_MAX) return;
     uv_mutex_lock(&c->mu);
-    if (read_point == c->applied_vdl && head <= read_point) {
+    if (read_point == c->reset_vdl && head <= read_point) {
         c->head[pg] = head;
         c->head_known[pg] = true;
     }

@@ -17,6 +17,8 @@
 struct rd_read {
     sqlx_call call;
     reader *r;
+    bool background;  /* learning a PG's head ahead of need: no SQL thread waits */
+    uint64_t reset;   /* the stream's starting point heads are asked at */
     uint64_t page, rp, need;
     uint32_t pg;
     uint8_t *out;
@@ -34,6 +36,7 @@ typedef struct {
     rd_node *n;
     int status;
     bool head; /* a report, else a page read */
+    bool forgotten; /* 409 floor_forgotten: the node forgot past our floor */
     uint64_t floor_head;
     mrd_buf body;
 } rd_call;
@@ -49,6 +52,11 @@ static void read_finish(rd_read *rd, int status)
             r->n_reads--;
             break;
         }
+    if (rd->background) {
+        r->heads_busy = false;
+        free(rd);
+        return;
+    }
     sqlx_call_done(&rd->call, status);
 }
 
@@ -113,6 +121,7 @@ static void c_response(h2_call *call, int status, void *ud)
 {
     rd_call *c = ud;
     c->status = status;
+    c->forgotten = false;
     if (c->head && status == 200) {
         const char *v = hdr_of(call, "meridian-floor-head");
         if (v == NULL || vol_parse_u64(v, &c->floor_head) != 0) c->status = 502;
@@ -122,6 +131,8 @@ static void c_response(h2_call *call, int status, void *ud)
 static void c_data(h2_call *call, const uint8_t *data, size_t len, void *ud)
 {
     rd_call *c = ud;
+    if (c->head && c->status == 409 && memmem(data, len, "floor_forgotten", 15) != NULL)
+        c->forgotten = true;
     if (!c->head && c->body.len + len <= WIRE_PAGE_SIZE_MAX) mrd_buf_append(&c->body, data, len);
 }
 
@@ -137,9 +148,14 @@ static void c_close(h2_call *call, int error, void *ud)
             rd->answers++;
             if (c->floor_head > rd->need) rd->need = c->floor_head;
         }
+        if (c->forgotten) /* storage moved past our starting point: start the stream over */
+            rd_stream_restart(r, "storage nodes forgot records below where the stream started");
         if (rd->answers >= QUORUM_READ && !rd->have_need) {
-            rd->have_need = true;
-            rd_core_set_head(r->core, rd->pg, rd->rp, rd->need);
+            rd_core_set_head(r->core, rd->pg, rd->reset, rd->need);
+            /* the head now: the head at the reset plus what the stream applied since */
+            rd->have_need = rd_core_need(r->core, rd->pg, &rd->need);
+            if (!rd->have_need) rd->answers = 0; /* the stream restarted meanwhile: again */
+            if (rd->background && rd->have_need) rd->need = UINT64_MAX; /* done */
         }
     } else if (c->status == 200 && c->body.len == r->ps.page_size) {
         memcpy(rd->out, c->body.data, c->body.len);
@@ -162,7 +178,7 @@ static bool send_call(rd_read *rd, rd_node *n, bool head)
 {
     char path[128];
     if (head)
-        snprintf(path, sizeof(path), "/v1/report?pg=%u&floor=%" PRIu64, rd->pg, rd->rp);
+        snprintf(path, sizeof(path), "/v1/report?pg=%u&floor=%" PRIu64, rd->pg, rd->reset);
     else
         snprintf(path, sizeof(path), "/v1/page?page=%" PRIu64 "&lsn=%" PRIu64 "&need=%" PRIu64,
                  rd->page, rd->rp, rd->need);
@@ -198,6 +214,7 @@ static void read_step(rd_read *rd)
     if (!rd->have_need) {
         rd->answers = 0;
         rd->need = 0;
+        rd->reset = rd_core_reset_vdl(r->core);
         for (int s = 0; s < QUORUM_SEGMENTS; s++)
             if (usable(&r->nodes[s])) send_call(rd, &r->nodes[s], true);
     } else {
@@ -216,8 +233,27 @@ static void read_step(rd_read *rd)
     }
 }
 
+/* Learns, one PG at a time, the heads a later read would otherwise wait for. */
+static void heads_tick(reader *r, uint64_t now)
+{
+    uint32_t pg;
+    if (r->heads_busy || r->stopping || !r->stream_started ||
+        !rd_core_heads_missing(r->core, QUORUM_PGS_MAX, &pg))
+        return;
+    rd_read *rd = calloc(1, sizeof(*rd));
+    if (rd == NULL) return;
+    *rd = (rd_read){.r = r, .background = true, .pg = pg, .msg = NULL};
+    rd->next = r->reads;
+    r->reads = rd;
+    r->n_reads++;
+    r->heads_busy = true;
+    rd->deadline_ms = now + RD_READ_TIMEOUT_MS;
+    read_step(rd);
+}
+
 void rd_reads_tick(reader *r, uint64_t now)
 {
+    heads_tick(r, now);
     for (rd_read *rd = r->reads, *next; rd != NULL; rd = next) {
         next = rd->next;
         if (rd->waiting && now >= rd->retry_at_ms) read_step(rd);

@@ -49,6 +49,7 @@ struct reader {
     rd_node nodes[QUORUM_SEGMENTS];
     uint32_t rr;
     rd_read *reads; /* in flight */
+    bool heads_busy; /* a background head read is in flight */
     uint32_t n_reads;
     /* SQL */
     sqlx *sqlx;
@@ -66,6 +67,8 @@ struct reader {
 /* stream.c */
 void rd_stream_tick(reader *r, uint64_t now);
 void rd_stream_stop(reader *r);
+/* Starts the log stream over (a new starting point): the reader's pages are dropped. */
+void rd_stream_restart(reader *r, const char *why);
 
 /* pages.c: the page store over rd_core and the storage nodes. */
 void rd_pages_init(reader *r);

@@ -153,6 +153,11 @@ void rd_stream_tick(reader *r, uint64_t now)
     mrd_metric_inc(r->m_applied, rd_core_apply(r->core, now));
 }
 
+void rd_stream_restart(reader *r, const char *why)
+{
+    stream_fail(r, why);
+}
+
 void rd_stream_stop(reader *r)
 {
     if (r->wc != NULL) h2_client_close(r->wc);
