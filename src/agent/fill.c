@@ -18,7 +18,7 @@
 
 #include "agent_int.h"
 
-#define FILL_FETCH_TIMEOUT_MS 5000u
+#define FILL_NODE_TIMEOUT_MS 20000u /* one node's whole answer */
 #define FILL_RECORDS_MAX (1u << 20) /* records one fill collects, over all copies */
 #define FILL_ANSWER_BYTES_MAX (8u << 20)
 
@@ -56,13 +56,13 @@ static int keep(ag_fill *f, const wire_record *rec)
     return rc;
 }
 
-/* One answer body: frames of batches. Returns the last LSN taken in *last (0: none). */
-static int take_body(ag_fill *f, const h2_result *res, uint64_t *last, mrd_msg *msg)
+/* One answer body (frames of batches) into f. *last: the highest LSN in it (0: none). */
+static int take_body(ag_fill *f, const mrd_buf *body, uint64_t *last, mrd_msg *msg)
 {
     wire_frame_reader fr;
     wire_frame_reader_init(&fr, 0);
-    const uint8_t *p = res->body.data;
-    size_t left = res->body.len;
+    const uint8_t *p = body->data;
+    size_t left = body->len;
     int rc = 0;
     *last = 0;
     while (rc == 0 && left > 0) {
@@ -90,29 +90,137 @@ static int take_body(ag_fill *f, const h2_result *res, uint64_t *last, mrd_msg *
     return rc;
 }
 
-/* Every record of pg in (after, upto] that node holds. */
-static int fetch_pg(ag_fill *f, const topo_addr *node, uint32_t pg, mrd_msg *msg)
+/*
+ * One node, on the worker's private loop: one connection, a request per PG at once, and
+ * again from the last record for a PG whose answer was full (QUORUM_SERVE_MAX records).
+ */
+typedef struct {
+    ag_fill *f;
+    uv_loop_t loop;
+    h2_client *client;
+    uv_timer_t timer;
+    uint32_t open; /* requests in flight */
+    int rc;
+    bool done, connected;
+    mrd_msg msg;
+} fill_node;
+
+typedef struct {
+    fill_node *fn;
+    uint32_t pg;
+    uint64_t after;
+    int status;
+    mrd_buf body;
+} fill_req;
+
+static void node_end(fill_node *fn, int rc)
 {
-    h2_client_config cc = {.host = node->host, .port = node->port, .tls = f->tls};
-    uint64_t after = f->after;
-    for (;;) {
-        char path[128];
-        snprintf(path, sizeof(path), "/v1/records?pg=%u&after=%" PRIu64 "&upto=%" PRIu64, pg, after,
-                 f->upto);
-        h2_result res;
-        memset(&res, 0, sizeof(res));
-        int rc = h2_fetch(&cc, "GET", path, NULL, 0, NULL, 0, FILL_FETCH_TIMEOUT_MS, &res, msg);
-        if (rc == 0 && res.status != 200)
-            rc = mrd_fail(msg, MRD_EPROTO, "records of pg %u answered %d", pg, res.status);
-        if (rc == 0 && res.body.len > FILL_ANSWER_BYTES_MAX)
-            rc = mrd_fail(msg, MRD_ETOOBIG, "records of pg %u: answer too big", pg);
-        uint64_t last = 0;
-        if (rc == 0) rc = take_body(f, &res, &last, msg);
-        h2_result_free(&res);
-        if (rc != 0) return rc;
-        if (last <= after || last >= f->upto) return 0;
-        after = last;
+    if (fn->rc == 0) fn->rc = rc;
+    if (fn->done) return;
+    fn->done = true;
+    uv_timer_stop(&fn->timer);
+    uv_close((uv_handle_t *)&fn->timer, NULL);
+    if (fn->client != NULL) h2_client_close(fn->client);
+}
+
+static void ask(fill_node *fn, uint32_t pg, uint64_t after);
+
+static void r_response(h2_call *call, int status, void *ud)
+{
+    ((fill_req *)ud)->status = status;
+}
+
+static void r_data(h2_call *call, const uint8_t *data, size_t len, void *ud)
+{
+    fill_req *r = ud;
+    if (r->body.len + len > FILL_ANSWER_BYTES_MAX || mrd_buf_append(&r->body, data, len) != 0)
+        h2_call_cancel(call);
+}
+
+static void r_close(h2_call *call, int error, void *ud)
+{
+    fill_req *r = ud;
+    fill_node *fn = r->fn;
+    fn->open--;
+    uint64_t last = 0;
+    int rc = error;
+    if (rc == 0 && r->status != 200)
+        rc = mrd_fail(&fn->msg, MRD_EPROTO, "records of pg %u answered %d", r->pg, r->status);
+    if (rc == 0) rc = take_body(fn->f, &r->body, &last, &fn->msg);
+    if (rc == 0 && last > r->after && last < fn->f->upto && !fn->done) ask(fn, r->pg, last);
+    mrd_buf_free(&r->body);
+    free(r);
+    if (rc != 0) node_end(fn, rc);
+    if (fn->open == 0) node_end(fn, 0);
+}
+
+static const h2_call_cbs req_cbs = {
+    .on_response = r_response, .on_data = r_data, .on_close = r_close};
+
+static void ask(fill_node *fn, uint32_t pg, uint64_t after)
+{
+    fill_req *r = calloc(1, sizeof(*r));
+    if (r == NULL) return node_end(fn, MRD_ENOMEM);
+    *r = (fill_req){.fn = fn, .pg = pg, .after = after};
+    mrd_buf_init(&r->body);
+    char path[128];
+    snprintf(path, sizeof(path), "/v1/records?pg=%u&after=%" PRIu64 "&upto=%" PRIu64, pg, after,
+             fn->f->upto);
+    if (h2_client_request(fn->client, "GET", path, NULL, 0, NULL, 0, true, &req_cbs, r, NULL) !=
+        0) {
+        free(r);
+        return node_end(fn, MRD_ECLOSED);
     }
+    fn->open++;
+}
+
+static void n_connect(h2_client *c, int status, void *ud)
+{
+    fill_node *fn = ud;
+    if (status != 0) {
+        mrd_fail(&fn->msg, status, "cannot connect");
+        return node_end(fn, status);
+    }
+    fn->connected = true;
+    for (uint32_t pg = 0; pg < QUORUM_PGS_MAX && !fn->done; pg++)
+        ask(fn, pg, fn->f->after);
+}
+
+static void n_disconnect(h2_client *c, int error, void *ud)
+{
+    fill_node *fn = ud;
+    if (fn->done) return; /* closed by node_end */
+    mrd_fail(&fn->msg, MRD_ECLOSED, "the connection dropped");
+    node_end(fn, MRD_ECLOSED);
+}
+
+static const h2_client_cbs node_cbs = {.on_connect = n_connect, .on_disconnect = n_disconnect};
+
+static void n_timeout(uv_timer_t *t)
+{
+    fill_node *fn = t->data;
+    mrd_fail(&fn->msg, MRD_ETIMEDOUT, "no complete answer within %u ms", FILL_NODE_TIMEOUT_MS);
+    node_end(fn, MRD_ETIMEDOUT);
+}
+
+/* Every record of every PG in (after, upto] that the node holds. */
+static int fetch_node(ag_fill *f, const topo_addr *node, mrd_msg *msg)
+{
+    fill_node fn = {.f = f};
+    if (uv_loop_init(&fn.loop) != 0) return mrd_fail(msg, MRD_ENOMEM, "cannot make a loop");
+    uv_timer_init(&fn.loop, &fn.timer);
+    fn.timer.data = &fn;
+    uv_timer_start(&fn.timer, n_timeout, FILL_NODE_TIMEOUT_MS, 0);
+    h2_client_config cc = {.host = node->host, .port = node->port, .tls = f->tls};
+    int rc = h2_client_connect(&fn.loop, &cc, &node_cbs, &fn, &fn.client, &fn.msg);
+    if (rc != 0) {
+        fn.client = NULL;
+        node_end(&fn, rc);
+    }
+    uv_run(&fn.loop, UV_RUN_DEFAULT); /* ends once the client and the timer have closed */
+    uv_loop_close(&fn.loop);
+    if (fn.rc != 0) mrd_fail(msg, fn.rc, "%s", fn.msg.text[0] ? fn.msg.text : mrd_strerror(fn.rc));
+    return fn.rc;
 }
 
 static void fill_work(uv_work_t *w)
@@ -120,9 +228,7 @@ static void fill_work(uv_work_t *w)
     ag_fill *f = mrd_container_of(w, ag_fill, work);
     for (uint8_t s = 0; s < QUORUM_SEGMENTS; s++) {
         mrd_msg msg = {{0}};
-        int rc = 0;
-        for (uint32_t pg = 0; rc == 0 && pg < QUORUM_PGS_MAX; pg++)
-            rc = fetch_pg(f, &f->nodes[s], pg, &msg);
+        int rc = fetch_node(f, &f->nodes[s], &msg);
         if (rc == 0 && ++f->answered == QUORUM_READ) return; /* every record is on one of them */
         if (rc == 0) continue;
         snprintf(f->why, sizeof(f->why), "%.64s:%u: %.400s", f->nodes[s].host, f->nodes[s].port,
