@@ -92,10 +92,9 @@ static int follow_start(agent *a, const wire_mark *m, mrd_msg *msg)
                  a->writer_node->id, m->vdl, base, m->epoch);
         if (m->vdl == base) return 0;
     }
-    /* records received after the last mark are committed if the new start covers them */
-    if (m->vdl > a->committed_lsn && ag_backlog_after(&a->backlog, m->vdl - 1) < a->backlog.count &&
-        ag_backlog_at(&a->backlog, ag_backlog_after(&a->backlog, m->vdl - 1))->lsn == m->vdl)
-        ag_primary_commit(a, m->vdl, now);
+    /* Records received after the last mark are not taken as committed even when the new
+     * start covers their LSNs: a restarted writer reuses the LSNs of records that reached
+     * no storage node, with other contents. What the new start covers comes from storage. */
     if (m->vdl != a->committed_lsn) {
         snprintf(a->gap, sizeof(a->gap),
                  "the writer restarted at VDL %" PRIu64
