@@ -18,6 +18,8 @@
 #include "fake_storage.h"
 #include "meridian/volume.h"
 
+#define REPLICA_WAIT_MS 30000 /* generous: sanitizer builds on a busy machine are slow */
+
 typedef struct {
     uv_loop_t loop;
     fk f;
@@ -58,7 +60,7 @@ static void open_replica(tr *t)
     vol_config cfg = {.topo = &t->f.topo, .region = 0, .pg_count_min = 2};
     t->ready = false;
     assert_int_equal(vol_replica_open(&t->loop, &cfg, &cbs, t, &t->v, NULL), 0);
-    uint64_t deadline = mrd_now_ms() + 10000;
+    uint64_t deadline = mrd_now_ms() + REPLICA_WAIT_MS;
     while (!t->ready && mrd_now_ms() < deadline)
         uv_run(&t->loop, UV_RUN_NOWAIT), uv_sleep(1);
     assert_true(t->ready);
@@ -96,7 +98,7 @@ static void submit(tr *t, uint64_t lsn, uint64_t epoch, uint64_t page, bool cpl)
     r.deltas[0] = (wire_delta){.offset = (uint32_t)(lsn % 64) * 16, .len = 16, .data = bytes};
     t->enc.len = 0;
     assert_int_equal(wire_record_encode(&r, &t->enc, NULL), 0);
-    uint64_t deadline = mrd_now_ms() + 10000;
+    uint64_t deadline = mrd_now_ms() + REPLICA_WAIT_MS;
     int rc;
     while ((rc = vol_replica_submit(t->v, &r, t->enc.data, t->enc.len, NULL)) == MRD_EBUSY &&
            mrd_now_ms() < deadline)
@@ -108,7 +110,7 @@ static void submit(tr *t, uint64_t lsn, uint64_t epoch, uint64_t page, bool cpl)
 
 static bool vdl_at(tr *t, uint64_t lsn)
 {
-    uint64_t deadline = mrd_now_ms() + 10000;
+    uint64_t deadline = mrd_now_ms() + REPLICA_WAIT_MS;
     while (vol_replica_vdl(t->v) < lsn && mrd_now_ms() < deadline)
         uv_run(&t->loop, UV_RUN_NOWAIT), uv_sleep(1);
     return vol_replica_vdl(t->v) >= lsn;
