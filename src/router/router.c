@@ -13,6 +13,7 @@
 #define ROUTER_ENDPOINTS_MAX (2 + TOPO_CUSTOM_MAX + 1)
 #define ROUTER_ANSWER_BYTES_MAX (64u << 20)
 #define ROUTER_RECONNECT_MS 300
+#define READ_ONLY_CODE "\"code\":\"read_only\"" /* how a reader refuses a write */
 
 typedef enum { EP_CLUSTER, EP_READER, EP_CUSTOM, EP_GLOBAL } ep_kind;
 
@@ -288,7 +289,7 @@ static void call_close(h2_call *call, int error, void *ud)
     if (f->req == NULL) return fwd_free(f); /* the client left */
     if (error == 0 && f->status == 403 && !f->forwarding && r->node->topo.write_forwarding &&
         f->ep->region != r->node->topo.primary_region && f->body.data != NULL &&
-        memmem(f->body.data, f->body.len, "\"code\":\"read_only\"", 19) != NULL) {
+        memmem(f->body.data, f->body.len, READ_ONLY_CODE, strlen(READ_ONLY_CODE)) != NULL) {
         f->forwarding = true; /* a write sent to a secondary: on to the primary's writer */
         f->tried = 0;
         f->attempts = 0;

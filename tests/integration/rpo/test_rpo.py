@@ -1,4 +1,4 @@
-"""RPO against real processes: two regions, rpo_seconds 1. Stop the
+"""RPO and write forwarding against real processes: two regions, rpo_seconds 1. Stop the
 secondary's agent under a write load: its lag grows and `meridian lag`
 reports it; once no secondary is within the RPO the primary refuses writes
 (503 rpo_exceeded, nothing applied) and says so on status and metrics;
@@ -78,4 +78,44 @@ def test_rpo():
         env.cleanup()
 
 
-mtest.run_tests([("rpo", test_rpo)])
+def test_write_forwarding():
+    """A write sent to the secondary: refused without write_forwarding, forwarded to the
+    primary with it, its answer carrying the primary's commit LSN for a session read."""
+    env = mtest.Env(BIN, regions=("r1", "r2"), tls=False, readers=1)
+    try:
+        env.cli("up")
+        made = json.loads(env.cli("sql", "--json", "--endpoint", "global_writer",
+                                  "CREATE TABLE t (k INTEGER PRIMARY KEY)").stdout)
+        # a reader tells a write from a read by preparing it: it must know the table
+        env.cli("sql", "--region", "r2", "--endpoint", "reader", "--consistency", "session",
+                "--after-lsn", str(made["lsn"]), "SELECT count(*) FROM t")
+        r = env.cli("sql", "--region", "r2", "--endpoint", "reader", "INSERT INTO t VALUES (1)",
+                    check=False)
+        assert r.returncode == 1 and "read_only" in r.stderr, r.stderr
+        r = env.cli("sql", "--region", "r2", "--endpoint", "instance:r2-w1",
+                    "INSERT INTO t VALUES (1)", check=False)
+        assert r.returncode == 1 and "secondary" in r.stderr, r.stderr
+        env.cli("down")
+        with open(env.topo) as f:
+            text = f.read().replace("  pg_size: 1MiB\n", "  pg_size: 1MiB\n  write_forwarding: true\n")
+        with open(env.topo, "w") as f:
+            f.write(text)
+        env.cli("up")
+        env.cli("sql", "--region", "r2", "--endpoint", "reader", "--consistency", "session",
+                "--after-lsn", str(made["lsn"]), "SELECT count(*) FROM t")
+        for ep in ("reader", "cluster"):
+            got = json.loads(env.cli("sql", "--json", "--region", "r2", "--endpoint", ep,
+                                     "INSERT INTO t VALUES (NULL)").stdout)
+            assert got["instance"] == "r1-w1" and got["region"] == "r1", got
+            seen = json.loads(env.cli("sql", "--json", "--region", "r2", "--endpoint", "reader",
+                                      "--consistency", "session", "--after-lsn", str(got["lsn"]),
+                                      "SELECT count(*) FROM t").stdout)
+            assert seen["lsn"] >= got["lsn"] and seen["region"] == "r2", seen
+        assert seen["results"][0]["rows"] == [[2]], seen
+        assert not env.sanitizer_reports(), env.sanitizer_reports()
+        env.cli("down")
+    finally:
+        env.cleanup()
+
+
+mtest.run_tests([("rpo", test_rpo), ("write_forwarding", test_write_forwarding)])
