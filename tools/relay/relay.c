@@ -27,7 +27,7 @@
 
 typedef struct chunk {
     struct chunk *next;
-    uint64_t due_ms;
+    uint64_t due_ns; /* never before the delay has passed: ns, not rounded ms */
     size_t len;
     char data[];
 } chunk;
@@ -74,7 +74,7 @@ static void on_write(uv_write_t *w, int status)
 
 static void pipe_flush(pipe_ *p, uint64_t now)
 {
-    while (p->head != NULL && p->head->due_ms <= now && p->l->connected && !p->l->closing) {
+    while (p->head != NULL && p->head->due_ns <= now && p->l->connected && !p->l->closing) {
         chunk *c = p->head;
         p->head = c->next;
         if (p->head == NULL) p->tail = NULL;
@@ -104,7 +104,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         chunk *c = malloc(sizeof(*c) + (size_t)n);
         if (c != NULL) {
             c->next = NULL;
-            c->due_ms = mrd_now_ms() + delay_ms;
+            c->due_ns = mrd_now_ns() + delay_ms * 1000000ull;
             c->len = (size_t)n;
             memcpy(c->data, buf->base, (size_t)n);
             if (p->tail) p->tail->next = c;
@@ -118,7 +118,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         }
     }
     free(buf->base);
-    if (delay_ms == 0) pipe_flush(p, mrd_now_ms());
+    if (delay_ms == 0) pipe_flush(p, mrd_now_ns());
 }
 
 static void walk_flush(uv_handle_t *h, void *arg)
@@ -139,7 +139,7 @@ static void walk_flush(uv_handle_t *h, void *arg)
 
 static void on_tick_walk(uv_timer_t *t)
 {
-    uint64_t now = mrd_now_ms();
+    uint64_t now = mrd_now_ns();
     uv_walk(loop, walk_flush, &now); /* every relay_link's pipes, through the loop's handles */
 }
 
