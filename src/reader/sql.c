@@ -26,14 +26,10 @@ typedef struct rd_wait {
     struct rd_wait *next;
 } rd_job;
 
+/* The error body is the node's own ({"error":{"code","message"}}). */
 static void respond_error(h2_req *req, const mrd_sql_error *err)
 {
-    mrd_buf body;
-    mrd_buf_init(&body);
-    mrd_sql_error_json(err, &body);
-    h2_header hdr = {"content-type", "application/json"};
-    h2_req_respond(req, err->http_status, &hdr, 1, body.data, body.len);
-    mrd_buf_free(&body);
+    mrd_node_error(req, err->http_status, err->code, err->message);
 }
 
 static void job_free(rd_job *j)
