@@ -112,6 +112,7 @@ struct mrd_node {
     uv_signal_t sig_term;
     uv_signal_t sig_int;
     bool stopping;
+    bool restart; /* mrd_node_restart: the process runs itself again once stopped */
 };
 
 typedef struct {
@@ -131,6 +132,17 @@ int mrd_node_stream_route(mrd_node *node, const char *method, const char *path,
                           const mrd_stream_route_cbs *cbs, void *ud);
 /* Writes the pid file and runs the loop until a stop signal; then closes everything. */
 int mrd_node_run(mrd_node *node, mrd_msg *msg);
+/*
+ * Stops the node the way SIGTERM does (the role's stop hook, then the listener) and
+ * marks it for a restart: once mrd_node_run returns, main runs the same program with
+ * the same arguments again (mrd_node_exec), keeping the pid. A role that must become
+ * another (a reader promoted to writer, an agent whose region changed roles) or
+ * start from empty files restarts this way, with everything closed and synced first.
+ */
+void mrd_node_restart(mrd_node *node, const char *why);
+/* Replaces the process with argv (argv[0] resolved through /proc/self/exe). Returns
+ * only on failure, with msg saying why. */
+int mrd_node_exec(char *const argv[], mrd_msg *msg);
 
 /*
  * A TLS context for this process's connections to other processes: its own

@@ -110,6 +110,10 @@ int main(int argc, char **argv)
     int rc = mrd_node_init(&node, loop, &cfg, &msg);
     if (rc == 0) rc = start_role(&node, &msg);
     if (rc == 0) rc = mrd_node_run(&node, &msg);
+    if (rc == 0 && node.restart) {
+        uv_loop_close(loop);
+        rc = mrd_node_exec(argv, &msg);
+    }
     if (rc != 0) {
         MRD_ERROR("exit", "error=%s message=\"%s\"", mrd_errname(rc), msg.text);
         fprintf(stderr, "meridiand: %s\n", msg.text);

@@ -309,6 +309,23 @@ static void on_signal(uv_signal_t *sig, int signum)
     node->server = NULL;
 }
 
+void mrd_node_restart(mrd_node *node, const char *why)
+{
+    if (node->stopping) return;
+    MRD_INFO("restarting", "reason=\"%s\"", why);
+    node->restart = true;
+    node->stopping = true;
+    if (node->stop_fn != NULL) node->stop_fn(node, node->stop_ud);
+    h2_server_close(node->server, on_server_closed, node);
+    node->server = NULL;
+}
+
+int mrd_node_exec(char *const argv[], mrd_msg *msg)
+{
+    execv("/proc/self/exe", argv);
+    return mrd_fail(msg, MRD_EIO, "exec /proc/self/exe: %s", strerror(errno));
+}
+
 static int write_pid_file(mrd_node *node, mrd_msg *msg)
 {
     char path[TOPO_PATH_MAX + 32], text[32];
