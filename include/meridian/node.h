@@ -85,6 +85,7 @@ struct mrd_node {
     uv_loop_t *loop;
     topology topo;
     const topo_node *self;
+    topo_role role; /* what it runs now: an instance is a writer or a reader as its region says */
     char data_dir[TOPO_PATH_MAX];
     char certs_dir[TOPO_PATH_MAX];
     uint64_t started_ms; /* monotonic */

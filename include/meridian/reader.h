@@ -31,6 +31,7 @@
 #include <uv.h>
 
 #include "meridian/node.h"
+#include "meridian/region.h"
 #include "meridian/quorum.h"
 #include "meridian/wire.h"
 
@@ -98,5 +99,8 @@ void rd_core_stats(rd_core *c, uint64_t now_ms, rd_stats *out);
 typedef struct reader reader;
 
 int reader_start(mrd_node *node, reader **out, mrd_msg *msg);
+/* The region's state changed: the log's source and the primary's writer follow it; a
+ * reader that became the region's writer restarts as the writer (mrd_node_restart). */
+void reader_region_changed(reader *r, const rg_state *st);
 
 #endif

@@ -91,6 +91,13 @@ typedef struct {
     uint32_t batch_bytes_max;
     uint32_t cache_pages_max;
     uint32_t waiters_max;
+    /* The lowest epoch to run at: a writer claims max(epoch_max + 1, epoch_min); a replica
+     * fences a volume that holds records at max(epoch_max, epoch_min), so that no writer
+     * of an older global epoch can add to it. 0: no floor. */
+    uint64_t epoch_min;
+    /* Replica: the floor applies only to a volume whose chain reaches this LSN (the
+     * history below it was written at older epochs and may still be arriving). */
+    uint64_t epoch_min_lsn;
 } vol_config;
 
 typedef struct {
@@ -117,6 +124,7 @@ typedef struct {
     uint32_t reporters;    /* nodes whose reports recovery used */
     uint64_t floor;        /* recovery's floor: round two read the headers above it */
     uint64_t headers;      /* record headers round two read */
+    uint64_t epoch_found;  /* the highest epoch recovery saw on storage */
 } vol_info;
 
 typedef struct {

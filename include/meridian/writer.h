@@ -36,6 +36,7 @@
 #define MERIDIAN_WRITER_H
 
 #include "meridian/node.h"
+#include "meridian/region.h"
 
 #define WRITER_SQL_QUEUE_MAX 4096      /* requests waiting for the SQL thread */
 #define WRITER_GROUP_MAX 256           /* requests that share one commit (group commit) */
@@ -46,6 +47,24 @@
 
 typedef struct writer writer;
 
-int writer_start(mrd_node *node, writer **out, mrd_msg *msg);
+typedef struct {
+    rg_inst_mode mode;  /* RG_INST_WRITER, RG_INST_DRAINED or RG_INST_STANDBY */
+    uint64_t epoch_min; /* the volume epoch to open at, at least (rg_volume_epoch_min) */
+    uint64_t global_epoch;
+} writer_options;
+
+/*
+ * Starts the writer in o->mode: WRITER opens the volume and takes writes; DRAINED
+ * opens it and takes none (a planned switchover drains this region: 503 draining,
+ * retryable); STANDBY opens nothing (the region is a secondary: 503 secondary_region).
+ */
+int writer_start(mrd_node *node, const writer_options *o, writer **out, mrd_msg *msg);
+/*
+ * The region's state changed (st's mode for this instance: rg_inst_mode_of). WRITER
+ * and DRAINED switch in place: a draining writer refuses new requests, finishes those
+ * in flight and then reports "drained" with its final VDL on /v1/status. Any other
+ * change restarts the process (mrd_node_restart) as what the instance now is.
+ */
+void writer_region_changed(writer *w, const rg_state *st);
 
 #endif

@@ -63,6 +63,7 @@ static void on_tick(uv_timer_t *t)
     agent *a = t->data;
     if (a->stopping) return;
     uint64_t now = mrd_now_ms();
+    ag_region_tick(a, now);
     if (a->primary)
         ag_primary_tick(a, now);
     else
@@ -81,7 +82,9 @@ static void status_fn(mrd_node *node, mrd_buf *out, void *ud)
 static bool ready_fn(mrd_node *node, void *ud)
 {
     agent *a = ud;
-    return a->primary ? a->ever_started : a->vol_ready;
+    /* the primary half serves the region state before its writer runs: instances ask it first */
+    if (mrd_now_ms() < a->settle_until_ms) return false;
+    return a->primary ? true : a->vol_ready;
 }
 
 static void req_close_fn(mrd_node *node, h2_req *req, void *ud)
@@ -90,6 +93,7 @@ static void req_close_fn(mrd_node *node, h2_req *req, void *ud)
     void *r = h2_req_ud(req);
     if (r == NULL) return;
     if (r == (void *)&a->in) return ag_secondary_closed(a, req);
+    if (r == (void *)&a->polls) return ag_region_closed(a, req);
     ag_log_closed(a, req);
 }
 
@@ -99,6 +103,7 @@ static void stop_fn(mrd_node *node, void *ud)
     a->stopping = true;
     uv_timer_stop(&a->tick);
     uv_close((uv_handle_t *)&a->tick, NULL);
+    ag_region_stop(a);
     if (a->primary)
         ag_primary_stop(a);
     else
@@ -128,19 +133,21 @@ int agent_start(mrd_node *node, agent **out, mrd_msg *msg)
     a->node = node;
     a->region_idx = node->self->region;
     a->region = &node->topo.regions[a->region_idx];
-    a->primary = a->region_idx == node->topo.primary_region;
     snprintf(a->ck_path, sizeof(a->ck_path), "%s/%s", node->data_dir, AG_CHECKSUM_FILE);
     mrd_buf_init(&a->scratch);
     mrd_buf_init(&a->frame);
     register_metrics(a);
     checksum_load(a);
     int rc = client_tls(a, msg);
+    if (rc == 0) rc = ag_region_init(a, msg); /* node->topo now follows the region state */
+    a->primary = a->region_idx == node->topo.primary_region;
     uint32_t cap = AG_BACKLOG_RECORDS_MAX;
     const char *env = getenv(AG_BACKLOG_RECORDS_ENV); /* small, for tests */
     if (env != NULL && atoi(env) >= 16 && (uint32_t)atoi(env) < cap) cap = (uint32_t)atoi(env);
     if (rc == 0 && ag_backlog_init(&a->backlog, cap, AG_BACKLOG_BYTES_MAX) != 0)
         rc = mrd_fail(msg, MRD_ENOMEM, "agent: out of memory for the backlog");
     if (rc == 0) rc = a->primary ? ag_primary_start(a, msg) : ag_secondary_start(a, msg);
+    if (rc == 0) rc = ag_region_start(a, msg);
     if (rc != 0) return rc;
     uv_timer_init(node->loop, &a->tick);
     a->tick.data = a;

@@ -4,6 +4,7 @@
 #define MERIDIAN_AGENT_INT_H
 
 #include "meridian/agent.h"
+#include "meridian/region.h"
 #include "meridian/volume.h"
 
 #define AG_TICK_MS 100u
@@ -82,6 +83,14 @@ typedef struct {
     uint64_t sent_lsn, sent_vdl;
 } ag_reader;
 
+#define AG_POLLS_MAX 64 /* GET /v1/region long polls held at once */
+
+typedef struct {
+    h2_req *req;
+    uint64_t after;    /* answered when the state's version differs */
+    uint64_t until_ms; /* or then */
+} ag_poll;
+
 struct agent {
     mrd_node *node;
     const topo_region *region;
@@ -141,7 +150,29 @@ struct agent {
     char in_why[MRD_MSG_MAX];
     ag_reader readers[AG_READERS_MAX];
     mrd_metric *m_lag_ms, *m_records, *m_bytes_raw, *m_bytes_sent, *m_durable;
+    /* the region's control state (region.c) */
+    rg_state rs;
+    char rs_path[TOPO_PATH_MAX + 32];
+    ag_poll polls[AG_POLLS_MAX];
+    int n_polls;
+    uint64_t settle_until_ms; /* answers wait for the other regions' word until then */
+    rg_watch *peers[TOPO_REGIONS_MAX];
+    bool peer_heard[TOPO_REGIONS_MAX];
+    uint64_t last_cpl_lsn;     /* secondary: the newest commit received */
+    uint64_t last_cpl_wall_ms; /* and when (wall clock) */
+    char rejoin[MRD_MSG_MAX];  /* a diverged secondary's rejoin under way, or empty */
+    char divergent_path[TOPO_PATH_MAX + 96];
+    uint64_t divergent_after, divergent_to, divergent_records, divergent_commits;
+    mrd_metric *m_switchovers, *m_failovers, *m_writer_failovers, *m_epoch;
 };
+
+/* region.c */
+int ag_region_init(agent *a, mrd_msg *msg);  /* loads region.json, patches the topology */
+int ag_region_start(agent *a, mrd_msg *msg); /* routes, metrics, watches of the others */
+void ag_region_tick(agent *a, uint64_t now);
+void ag_region_stop(agent *a);
+void ag_region_closed(agent *a, h2_req *req);
+int ag_region_apply(agent *a, const rg_state *n, const char *reason, mrd_msg *msg);
 
 /* agent.c */
 void ag_checksum_save(agent *a, uint64_t lsn, uint32_t crc);
@@ -159,6 +190,8 @@ int ag_primary_start(agent *a, mrd_msg *msg);
 void ag_primary_tick(agent *a, uint64_t now);
 void ag_primary_stop(agent *a);
 void ag_primary_status(agent *a, mrd_buf *out);
+/* The region's writer instance changed: follow the new one's log. */
+void ag_primary_writer_changed(agent *a);
 
 /* secondary.c */
 int ag_secondary_start(agent *a, mrd_msg *msg);

@@ -616,6 +616,14 @@ int ag_primary_start(agent *a, mrd_msg *msg)
     return 0;
 }
 
+void ag_primary_writer_changed(agent *a)
+{
+    a->writer_node = &a->region->instances[a->region->writer];
+    MRD_INFO("log_follow_writer", "writer=%s", a->writer_node->id);
+    if (a->follow != NULL) h2_call_cancel(a->follow);
+    if (a->wc != NULL) a->wc_closing = true;
+}
+
 void ag_primary_stop(agent *a)
 {
     for (int i = 0; i < a->node->topo.region_count; i++) {

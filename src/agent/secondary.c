@@ -87,7 +87,11 @@ static int take_record(agent *a, const wire_record *rec, mrd_msg *msg)
     }
     a->crc = ag_checksum_advance(a->crc, rec->lsn, a->scratch.data, a->scratch.len);
     a->chain_lsn = rec->lsn;
-    if (rec->flags & WIRE_REC_CPL) cpl_add(a, rec->lsn, a->crc);
+    if (rec->flags & WIRE_REC_CPL) {
+        cpl_add(a, rec->lsn, a->crc);
+        a->last_cpl_lsn = rec->lsn;
+        a->last_cpl_wall_ms = mrd_wall_ms();
+    }
     a->records_in++;
     return 0;
 }

@@ -11,12 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "instance.h"
 #include "meridian/agent.h"
 #include "meridian/node.h"
 #include "meridian/router.h"
 #include "meridian/storage.h"
-#include "meridian/reader.h"
-#include "meridian/writer.h"
 
 static void usage(FILE *out)
 {
@@ -42,14 +41,9 @@ static int start_role(mrd_node *node, mrd_msg *msg)
         }
         return storage_start(node, &opts, msg);
     }
-    case TOPO_ROLE_WRITER: {
-        writer *w;
-        return writer_start(node, &w, msg);
-    }
-    case TOPO_ROLE_READER: {
-        reader *r;
-        return reader_start(node, &r, msg);
-    }
+    case TOPO_ROLE_WRITER:
+    case TOPO_ROLE_READER: /* which of the two: the region's agent says (instance.c) */
+        return instance_start(node, msg);
     case TOPO_ROLE_AGENT: {
         agent *a;
         return agent_start(node, &a, msg);

@@ -36,7 +36,7 @@ static void status_route(mrd_node *node, h2_req *req, void *ud)
     const topo_region *region = &node->topo.regions[node->self->region];
     mrd_buf_printf(&body, "{\"id\":");
     mrd_json_quote(&body, node->self->id);
-    mrd_buf_printf(&body, ",\"role\":\"%s\",\"region\":", topo_role_name(node->self->role));
+    mrd_buf_printf(&body, ",\"role\":\"%s\",\"region\":", topo_role_name(node->role));
     mrd_json_quote(&body, region->name);
     mrd_buf_printf(&body, ",\"az\":");
     mrd_json_quote(&body, region->azs[node->self->az]);
@@ -268,6 +268,7 @@ int mrd_node_init(mrd_node *node, uv_loop_t *loop, const mrd_node_config *cfg, m
     if (node->self == NULL)
         return mrd_fail(msg, MRD_ENOTFOUND, "%s: no process with id %s", cfg->topology_path,
                         cfg->id);
+    node->role = node->self->role;
     if (cfg->role != NULL && topo_role_parse(cfg->role) != (int)node->self->role)
         return mrd_fail(msg, MRD_EINVAL, "%s: %s is a %s, not a %s", cfg->topology_path, cfg->id,
                         topo_role_name(node->self->role), cfg->role);

@@ -108,6 +108,38 @@ static void register_metrics(reader *r)
                                   "Log records applied from the writer's stream.");
 }
 
+/* Where the log comes from: the region's writer in the primary region, else its agent. */
+static const topo_node *log_source(const mrd_node *node, const topo_region *region)
+{
+    return node->self->region == node->topo.primary_region ? &region->instances[region->writer]
+                                                           : &region->agent;
+}
+
+void reader_region_changed(reader *r, const rg_state *st)
+{
+    rg_inst_mode m = rg_inst_mode_of(st, r->node->self->id);
+    if (m != RG_INST_READER) {
+        char why[128];
+        snprintf(why, sizeof(why), "this instance is now region %s's writer (%s)",
+                 r->region->name, rg_inst_mode_name(m));
+        mrd_node_restart(r->node, why);
+        return;
+    }
+    const topo_region *primary = &r->node->topo.regions[r->node->topo.primary_region];
+    const topo_node *pw = &primary->instances[primary->writer];
+    const topo_node *src = log_source(r->node, r->region);
+    if (pw != r->primary_writer) {
+        r->primary_writer = pw;
+        r->pc_closing = true; /* rd_primary_tick connects to the new one */
+    }
+    if (src != r->writer_node) {
+        MRD_INFO("log_source_moved", "from=%s to=%s epoch=%llu primary=%s", r->writer_node->id,
+                 src->id, (unsigned long long)st->epoch, st->primary);
+        r->writer_node = src;
+        rd_stream_restart(r, "the log's source moved");
+    }
+}
+
 int reader_start(mrd_node *node, reader **out, mrd_msg *msg)
 {
     reader *r = calloc(1, sizeof(*r));
@@ -117,9 +149,7 @@ int reader_start(mrd_node *node, reader **out, mrd_msg *msg)
     /* a secondary region's log comes from its agent, in the writer's format */
     const topo_region *primary = &node->topo.regions[node->topo.primary_region];
     r->primary_writer = &primary->instances[primary->writer];
-    r->writer_node = node->self->region == node->topo.primary_region
-                         ? &r->region->instances[r->region->writer]
-                         : &r->region->agent;
+    r->writer_node = log_source(node, r->region);
     r->pages_per_pg = node->topo.pg_size_bytes / node->topo.page_size;
     mrd_buf_init(&r->scratch);
     wire_frame_reader_init(&r->fr, 0);

@@ -262,7 +262,8 @@ static void begin_writer(vol *v)
     uint64_t top = v->rec.vcl;
     if (v->rec.lost_max > top) top = v->rec.lost_max;
     if (v->highest_seen > top) top = v->highest_seen;
-    v->info.epoch = epoch + 1;
+    v->info.epoch_found = epoch;
+    v->info.epoch = epoch + 1 > v->cfg.epoch_min ? epoch + 1 : v->cfg.epoch_min;
     v->info.vcl = v->rec.vcl;
     v->info.vdl = v->rec.vdl;
     v->info.lost_max = v->rec.lost_max;

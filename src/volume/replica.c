@@ -63,6 +63,9 @@ static void replica_fence_all(vol *v)
 void vol_replica_begin(vol *v)
 {
     uint64_t epoch = v->rec.epoch_max > v->epoch_seen ? v->rec.epoch_max : v->epoch_seen;
+    v->info.epoch_found = epoch;
+    if (epoch > 0 && v->cfg.epoch_min > epoch && v->rec.vcl >= v->cfg.epoch_min_lsn)
+        epoch = v->cfg.epoch_min;
     v->info.epoch = epoch;
     v->info.vcl = v->rec.vcl;
     v->info.vdl = v->rec.vdl;

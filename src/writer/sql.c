@@ -212,6 +212,14 @@ void wr_sql_route(mrd_node *node, h2_req *req, void *ud)
     writer *w = ud;
     mrd_metric_inc(w->m_sql, 1);
     mrd_sql_error err;
+    if (w->state != WR_READY || w->mode == RG_INST_DRAINED) mrd_metric_inc(w->m_refused, 1);
+    if (w->state == WR_READY && w->mode == RG_INST_DRAINED) {
+        mrd_sql_fail(&err, 503, "draining",
+                     "region %s is handing the primary role over (switchover): "
+                     "retry through the global writer endpoint",
+                     w->region->name);
+        return respond_error(req, &err);
+    }
     if (w->state != WR_READY) {
         mrd_sql_fail(&err, 503,
                      w->state == WR_FENCED    ? "fenced"

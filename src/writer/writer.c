@@ -68,10 +68,21 @@ static const vol_cbs volume_cbs = {
 
 /* ---- node hooks ------------------------------------------------------------------------- */
 
+bool wr_drained(const writer *w)
+{
+    return w->mode == RG_INST_DRAINED && w->state == WR_READY && !w->group_running &&
+           w->n_pending == 0 && w->blocked == NULL && w->n_held == 0 && w->vol != NULL &&
+           vol_vdl(w->vol) >= (w->backlog.count ? w->backlog.first + w->backlog.count - 1 : 0);
+}
+
 static void status_fn(mrd_node *node, mrd_buf *out, void *ud)
 {
     writer *w = ud;
-    mrd_buf_printf(out, ",\"writer_state\":\"%s\"", state_name(w->state));
+    mrd_buf_printf(out, ",\"writer_state\":\"%s\",\"mode\":\"%s\",\"global_epoch\":%llu",
+                   state_name(w->state), rg_inst_mode_name(w->mode),
+                   (unsigned long long)w->global_epoch);
+    if (w->mode == RG_INST_DRAINED)
+        mrd_buf_printf(out, ",\"drained\":%s", wr_drained(w) ? "true" : "false");
     if (w->why[0]) {
         mrd_buf_printf(out, ",\"reason\":");
         mrd_json_quote(out, w->why);
@@ -159,11 +170,32 @@ static void register_metrics(writer *w)
                                        "Writes refused because no secondary was within the RPO.");
 }
 
+void writer_region_changed(writer *w, const rg_state *st)
+{
+    rg_inst_mode m = rg_inst_mode_of(st, w->node->self->id);
+    bool open_now = w->mode == RG_INST_WRITER || w->mode == RG_INST_DRAINED;
+    bool open_next = m == RG_INST_WRITER || m == RG_INST_DRAINED;
+    if (open_now && open_next && st->epoch == w->global_epoch) {
+        if (m != w->mode)
+            MRD_INFO(m == RG_INST_DRAINED ? "writer_draining" : "writer_undrained",
+                     "epoch=%llu op_to=%s", (unsigned long long)st->epoch, st->op_to);
+        w->mode = m;
+        return;
+    }
+    if (m == w->mode && st->epoch == w->global_epoch) return;
+    char why[160];
+    snprintf(why, sizeof(why), "this instance is now %s (global epoch %llu, primary %s)",
+             rg_inst_mode_name(m), (unsigned long long)st->epoch, st->primary);
+    mrd_node_restart(w->node, why);
+}
+
 /* A secondary region's writer opens nothing: its region's agent writes the volume. */
 static int writer_standby(writer *w, writer **out)
 {
     mrd_node *node = w->node;
     w->state = WR_STANDBY;
+    w->m_refused = mrd_metric_add(&node->metrics, MRD_COUNTER, "meridian_fenced_requests_total",
+                                  NULL, "Writes refused: standing by, draining or fenced.");
     snprintf(w->why, sizeof(w->why),
              "region %s is a secondary: its volume follows region %s through the agent; "
              "write through the primary region",
@@ -178,15 +210,19 @@ static int writer_standby(writer *w, writer **out)
     return 0;
 }
 
-int writer_start(mrd_node *node, writer **out, mrd_msg *msg)
+int writer_start(mrd_node *node, const writer_options *o, writer **out, mrd_msg *msg)
 {
     writer *w = calloc(1, sizeof(*w));
     if (w == NULL) return mrd_fail(msg, MRD_ENOMEM, "writer: out of memory");
     w->node = node;
     w->region = &node->topo.regions[node->self->region];
-    if (node->self->region != node->topo.primary_region) return writer_standby(w, out);
+    w->mode = o->mode;
+    w->global_epoch = o->global_epoch;
+    if (o->mode == RG_INST_STANDBY) return writer_standby(w, out);
     w->max_pages = (uint64_t)QUORUM_PGS_MAX * (node->topo.pg_size_bytes / node->topo.page_size);
     register_metrics(w);
+    w->m_refused = mrd_metric_add(&node->metrics, MRD_COUNTER, "meridian_fenced_requests_total",
+                                  NULL, "Writes refused: standing by, draining or fenced.");
     int rc = wr_backlog_init(&w->backlog, WRITER_BACKLOG_RECORDS, 64u << 20);
     if (rc == 0) rc = sqlx_start(node->loop, &w->sqlx, msg);
     if (rc != 0) return rc;
@@ -195,7 +231,8 @@ int writer_start(mrd_node *node, writer **out, mrd_msg *msg)
                       .region = node->self->region,
                       .certs_dir = node->certs_dir,
                       .cert_id = node->self->id,
-                      .pg_count_min = QUORUM_PGS_MAX};
+                      .pg_count_min = QUORUM_PGS_MAX,
+                      .epoch_min = o->epoch_min};
     rc = vol_open(node->loop, &cfg, &volume_cbs, w, &w->vol, msg);
     if (rc == 0) rc = wr_rpo_start(w, msg);
     if (rc != 0) return rc;

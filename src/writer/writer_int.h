@@ -72,7 +72,13 @@ struct writer {
     mrd_metric *m_rpo_blocked, *m_rpo_refusals;
     mrd_metric *m_sql, *m_sql_errors, *m_commits, *m_records, *m_durable_seconds, *m_vdl;
     bool stopping;
+    rg_inst_mode mode;     /* WRITER, DRAINED or STANDBY */
+    uint64_t global_epoch; /* the region state's epoch this writer runs under */
+    mrd_metric *m_refused; /* requests refused: draining, standing by, fenced */
 };
+
+/* A draining writer has nothing in flight: every answer it owes is out. */
+bool wr_drained(const writer *w);
 
 /* store.c: the VFS's page store over the volume client (SQL thread side + loop side). */
 void wr_store_init(writer *w);

@@ -197,7 +197,7 @@ def replication():
         for ident in ("r1-agent", "r1-w1"):
             os.kill(env.pids()[ident], signal.SIGKILL)
         time.sleep(0.3)
-        for role in ("writer", "agent"):
+        for role in ("agent", "writer"):  # instances ask their agent first
             env.cli("up", "--role", role, "--timeout-ms", "30000")
         finish(wl)
         mtest.wait_for("the secondary caught up through storage",

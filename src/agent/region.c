@@ -1,0 +1,319 @@
+/*
+ * The region's control state in its agent (include/meridian/region.h): the
+ * region.json file, GET /v1/region (long polls) and POST /v1/region, the
+ * watches of the other regions' agents that carry a higher epoch here, and
+ * what a change means for this agent: a change of role (primary half or
+ * secondary half) restarts the process, a new writer in a primary region is
+ * followed at once.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent_int.h"
+
+#define AG_SETTLE_MS 1500u /* at start, answers wait this long for the other regions' word */
+
+static int region_of(const topology *t, const char *name)
+{
+    for (int i = 0; i < t->region_count; i++)
+        if (strcmp(t->regions[i].name, name) == 0) return i;
+    return -1;
+}
+
+static int instance_of(const topo_region *r, const char *id)
+{
+    for (int i = 0; i < r->instance_count; i++)
+        if (strcmp(r->instances[i].id, id) == 0) return i;
+    return -1;
+}
+
+/* The node's topology follows the state: the primary region, this region's writer. */
+static void patch_topology(agent *a)
+{
+    topology *t = &a->node->topo;
+    int p = region_of(t, a->rs.primary);
+    if (p >= 0) t->primary_region = p;
+    topo_region *r = &t->regions[a->region_idx];
+    int w = instance_of(r, a->rs.writer);
+    if (w >= 0) r->writer = w;
+}
+
+int ag_region_init(agent *a, mrd_msg *msg)
+{
+    mrd_node *n = a->node;
+    snprintf(a->rs_path, sizeof(a->rs_path), "%s/%s", n->data_dir, RG_STATE_FILE);
+    int rc = 0;
+    if (access(a->rs_path, F_OK) == 0) {
+        rc = rg_state_load(&n->topo, a->rs_path, &a->rs, msg);
+    } else if (errno != ENOENT) {
+        rc = mrd_fail(msg, MRD_EIO, "%s: %s", a->rs_path, strerror(errno));
+    } else {
+        rg_state_initial(&n->topo, a->region_idx, &a->rs);
+        a->rs.version = 1;
+        rc = rg_state_save(&a->rs, a->rs_path, msg);
+        if (rc == 0) MRD_INFO("region_state_created", "path=%s", a->rs_path);
+    }
+    if (rc != 0) return rc;
+    if (strcmp(a->rs.region, a->region->name) != 0)
+        return mrd_fail(msg, MRD_EINVAL, "%s: the state of region %s, not of %s", a->rs_path,
+                        a->rs.region, a->region->name);
+    patch_topology(a);
+    a->settle_until_ms = mrd_now_ms() + (n->topo.region_count > 1 ? AG_SETTLE_MS : 0);
+    MRD_INFO("region_state", "epoch=%" PRIu64 " primary=%s writer=%s fork=%" PRIu64 " op=%d",
+             a->rs.epoch, a->rs.primary, a->rs.writer, a->rs.fork_lsn, (int)a->rs.op);
+    return 0;
+}
+
+/* ---- GET /v1/region ---------------------------------------------------------------------- */
+
+static void answer(agent *a, h2_req *req)
+{
+    mrd_buf b;
+    mrd_buf_init(&b);
+    mrd_buf_printf(&b, "{\"state\":{");
+    rg_state_encode(&a->rs, &b);
+    uint64_t now_wall = mrd_wall_ms();
+    mrd_buf_printf(&b, "},\"agent\":\"%s\"", a->primary ? "primary" : "secondary");
+    if (a->primary) {
+        mrd_buf_printf(&b, ",\"vdl\":%" PRIu64, a->committed_lsn);
+    } else {
+        mrd_buf_printf(&b, ",\"vdl\":%" PRIu64 ",\"primary_vdl\":%" PRIu64,
+                       a->vol != NULL && a->vol_ready ? vol_replica_vdl(a->vol) : a->vdl,
+                       a->last_cpl_lsn);
+        if (a->last_cpl_wall_ms > 0)
+            mrd_buf_printf(&b, ",\"last_commit_age_ms\":%" PRIu64,
+                           now_wall > a->last_cpl_wall_ms ? now_wall - a->last_cpl_wall_ms : 0);
+    }
+    if (a->rejoin[0]) {
+        mrd_buf_printf(&b, ",\"rejoin\":");
+        mrd_json_quote(&b, a->rejoin);
+    }
+    if (a->divergent_path[0]) {
+        mrd_buf_printf(&b, ",\"divergent\":{\"path\":");
+        mrd_json_quote(&b, a->divergent_path);
+        mrd_buf_printf(&b, ",\"after_lsn\":%" PRIu64 ",\"to_lsn\":%" PRIu64 ",\"records\":%" PRIu64
+                           ",\"commits\":%" PRIu64 "}",
+                       a->divergent_after, a->divergent_to, a->divergent_records,
+                       a->divergent_commits);
+    }
+    mrd_buf_printf(&b, "}\n");
+    h2_header hdrs[] = {{"content-type", "application/json"}};
+    if (b.data != NULL)
+        h2_req_respond(req, 200, hdrs, 1, b.data, b.len);
+    else
+        mrd_node_error(req, 500, "internal", "out of memory");
+    mrd_buf_free(&b);
+}
+
+static void unhold(agent *a, int i)
+{
+    h2_req_set_ud(a->polls[i].req, NULL);
+    a->polls[i] = a->polls[--a->n_polls];
+}
+
+/* Held polls whose answer is due: the state changed, or they waited long enough. */
+static void answer_polls(agent *a, bool all)
+{
+    uint64_t now = mrd_now_ms();
+    bool settled = now >= a->settle_until_ms;
+    for (int i = 0; i < a->n_polls;) {
+        ag_poll *p = &a->polls[i];
+        bool due = settled && (all || p->after != a->rs.version || now >= p->until_ms);
+        if (!due) {
+            i++;
+            continue;
+        }
+        h2_req *req = p->req;
+        unhold(a, i);
+        answer(a, req);
+    }
+}
+
+static void get_route(mrd_node *node, h2_req *req, void *ud)
+{
+    agent *a = ud;
+    const char *q = strstr(h2_req_path(req), "?after=");
+    uint64_t after = 0;
+    bool wait = false;
+    if (q != NULL) {
+        char *end = NULL;
+        after = strtoull(q + 7, &end, 10);
+        wait = end != q + 7 && *end == '\0';
+    }
+    bool settled = mrd_now_ms() >= a->settle_until_ms;
+    if (settled && (!wait || after != a->rs.version)) return answer(a, req);
+    if (a->n_polls == AG_POLLS_MAX) {
+        if (!settled)
+            return mrd_node_error(req, 503, "unavailable", "the agent is starting");
+        return answer(a, req);
+    }
+    a->polls[a->n_polls++] =
+        (ag_poll){.req = req, .after = wait ? after : UINT64_MAX, .until_ms = mrd_now_ms() + RG_POLL_HOLD_MS};
+    h2_req_set_ud(req, &a->polls);
+}
+
+void ag_region_closed(agent *a, h2_req *req)
+{
+    for (int i = 0; i < a->n_polls; i++)
+        if (a->polls[i].req == req) return unhold(a, i);
+}
+
+/* ---- changes ----------------------------------------------------------------------------- */
+
+static void counted(agent *a, const char *reason, const rg_state *old)
+{
+    bool promoted = a->rs.epoch > old->epoch && strcmp(a->rs.primary, a->rs.region) == 0;
+    if (promoted && strcmp(reason, "switchover") == 0) mrd_metric_inc(a->m_switchovers, 1);
+    if (promoted && strcmp(reason, "failover") == 0) mrd_metric_inc(a->m_failovers, 1);
+    if (strcmp(a->rs.writer, old->writer) != 0) mrd_metric_inc(a->m_writer_failovers, 1);
+}
+
+/* Takes state n (already checked), durably; then acts on it. */
+int ag_region_apply(agent *a, const rg_state *n, const char *reason, mrd_msg *msg)
+{
+    rg_state old = a->rs, s = *n;
+    s.version = old.version + 1;
+    int rc = rg_state_save(&s, a->rs_path, msg);
+    if (rc != 0) {
+        MRD_ERROR("region_state_save_failed", "reason=\"%s\"", msg->text);
+        return rc;
+    }
+    a->rs = s;
+    patch_topology(a);
+    counted(a, reason, &old);
+    mrd_metric_set(a->m_epoch, (double)s.epoch);
+    MRD_INFO("region_state_changed",
+             "reason=%s epoch=%" PRIu64 " primary=%s writer=%s fork=%" PRIu64 " op=%d op_to=%s "
+             "version=%" PRIu64,
+             reason, s.epoch, s.primary, s.writer, s.fork_lsn, (int)s.op, s.op_to, s.version);
+    answer_polls(a, true);
+    bool primary_now = strcmp(s.primary, s.region) == 0;
+    if (primary_now != a->primary) {
+        mrd_node_restart(a->node, primary_now ? "this region is now the primary"
+                                              : "this region is now a secondary");
+        return 0;
+    }
+    if (a->primary && strcmp(old.writer, s.writer) != 0) ag_primary_writer_changed(a);
+    return 0;
+}
+
+/* Whether n may replace the current state; msg says why not. */
+static int acceptable(agent *a, const rg_state *n, mrd_msg *msg)
+{
+    const rg_state *c = &a->rs;
+    if (strcmp(n->region, c->region) != 0)
+        return mrd_fail(msg, MRD_EINVAL, "this is region %s's agent, not %s's", c->region,
+                        n->region);
+    if (n->epoch < c->epoch)
+        return mrd_fail(msg, MRD_ESTALE, "epoch %" PRIu64 " is below this region's %" PRIu64,
+                        n->epoch, c->epoch);
+    if (n->epoch == c->epoch && strcmp(n->primary, c->primary) != 0)
+        return mrd_fail(msg, MRD_ESTALE,
+                        "at epoch %" PRIu64 " the primary is %s; a new primary needs a new epoch",
+                        c->epoch, c->primary);
+    if (n->epoch == c->epoch && n->writer_gen < c->writer_gen)
+        return mrd_fail(msg, MRD_ESTALE, "writer_gen %" PRIu64 " is below this region's %" PRIu64,
+                        n->writer_gen, c->writer_gen);
+    return 0;
+}
+
+static void post_route(mrd_node *node, h2_req *req, void *ud)
+{
+    agent *a = ud;
+    size_t len = 0;
+    const uint8_t *body = h2_req_body(req, &len);
+    rg_state n;
+    mrd_msg msg = {{0}};
+    if (rg_state_decode(&node->topo, (const char *)body, len, &n, &msg) != 0)
+        return mrd_node_error(req, 400, "bad_request", msg.text);
+    int rc = acceptable(a, &n, &msg);
+    if (rc == MRD_ESTALE) return mrd_node_error(req, 409, "stale_epoch", msg.text);
+    if (rc != 0) return mrd_node_error(req, 400, "bad_request", msg.text);
+    const char *q = strstr(h2_req_path(req), "?reason=");
+    const char *reason = q != NULL ? q + 8 : "told";
+    if (strcmp(reason, "switchover") != 0 && strcmp(reason, "failover") != 0 &&
+        strcmp(reason, "told") != 0)
+        return mrd_node_error(req, 400, "bad_request",
+                              "reason: switchover, failover or told");
+    /* the same state again (a retried step) changes nothing */
+    n.version = a->rs.version;
+    if (memcmp(&n, &a->rs, sizeof(n)) != 0 && ag_region_apply(a, &n, reason, &msg) != 0)
+        return mrd_node_error(req, 500, "internal", msg.text);
+    answer(a, req);
+}
+
+/* ---- the other regions' word ---------------------------------------------------------------- */
+
+static void peer_state(rg_watch *w, const rg_state *st, int err, void *ud)
+{
+    agent *a = ud;
+    int r = -1;
+    for (int i = 0; i < a->node->topo.region_count; i++)
+        if (a->peers[i] == w) r = i;
+    if (r >= 0) a->peer_heard[r] = true;
+    if (st == NULL || a->node->stopping || st->epoch <= a->rs.epoch) return;
+    rg_state n = a->rs;
+    n.epoch = st->epoch;
+    snprintf(n.primary, sizeof(n.primary), "%s", st->primary);
+    n.fork_lsn = st->fork_lsn;
+    n.op = RG_OP_NONE;
+    n.op_epoch = 0;
+    n.op_to[0] = '\0';
+    MRD_WARN("region_epoch_learned",
+             "from=%s epoch=%" PRIu64 " primary=%s fork=%" PRIu64 " was_epoch=%" PRIu64
+             " was_primary=%s",
+             st->region, st->epoch, st->primary, st->fork_lsn, a->rs.epoch, a->rs.primary);
+    mrd_msg msg = {{0}};
+    ag_region_apply(a, &n, "told", &msg);
+}
+
+void ag_region_tick(agent *a, uint64_t now)
+{
+    if (now < a->settle_until_ms) {
+        bool all = true;
+        for (int i = 0; i < a->node->topo.region_count; i++)
+            if (i != a->region_idx && !a->peer_heard[i]) all = false;
+        if (all) a->settle_until_ms = now;
+    }
+    answer_polls(a, false);
+}
+
+int ag_region_start(agent *a, mrd_msg *msg)
+{
+    mrd_metrics *m = &a->node->metrics;
+    a->m_switchovers = mrd_metric_add(m, MRD_COUNTER, "meridian_region_switchovers_total", NULL,
+                                      "Planned switchovers that made this region the primary.");
+    a->m_failovers = mrd_metric_add(m, MRD_COUNTER, "meridian_region_failovers_total", NULL,
+                                    "Unplanned failovers that made this region the primary.");
+    a->m_writer_failovers =
+        mrd_metric_add(m, MRD_COUNTER, "meridian_region_writer_changes_total", NULL,
+                       "Times this region's writer instance changed (in-region failovers).");
+    a->m_epoch = mrd_metric_add(m, MRD_GAUGE, "meridian_region_epoch", NULL,
+                                "The global epoch this region knows.");
+    mrd_metric_set(a->m_epoch, (double)a->rs.epoch);
+    int rc = mrd_node_route(a->node, "GET", "/v1/region", get_route, a);
+    if (rc == 0) rc = mrd_node_route(a->node, "POST", "/v1/region", post_route, a);
+    for (int i = 0; rc == 0 && i < a->node->topo.region_count; i++) {
+        if (i == a->region_idx) continue;
+        rc = rg_watch_start(a->node->loop, &a->node->topo, i, a->client_tls, peer_state, a,
+                            &a->peers[i], msg);
+    }
+    return rc;
+}
+
+void ag_region_stop(agent *a)
+{
+    for (int i = 0; i < TOPO_REGIONS_MAX; i++) {
+        rg_watch_stop(a->peers[i]);
+        a->peers[i] = NULL;
+    }
+    while (a->n_polls > 0) {
+        h2_req *req = a->polls[0].req;
+        unhold(a, 0);
+        answer(a, req);
+    }
+}

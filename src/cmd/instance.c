@@ -1,0 +1,123 @@
+/*
+ * An instance process (`--role writer` or `--role reader`): which of the two
+ * it runs is the region's word, not the topology's. Before anything else it
+ * asks its region's agent for the region state (include/meridian/region.h):
+ * the instance the state names as writer runs the writer (taking writes,
+ * drained, or standing by in a secondary region), every other instance runs a
+ * reader. It keeps following the state; the role decides what a change means
+ * (writer_region_changed, reader_region_changed).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "instance.h"
+#include "meridian/reader.h"
+#include "meridian/writer.h"
+
+typedef struct {
+    mrd_node *node;
+    h2_tls *tls;
+    rg_watch *watch;
+    writer *w;
+    reader *r;
+    bool started;
+    bool said_waiting;
+    mrd_stop_fn role_stop;
+    void *role_stop_ud;
+} instance;
+
+static instance inst; /* one per process */
+
+static int index_of_region(const topology *t, const char *name)
+{
+    for (int i = 0; i < t->region_count; i++)
+        if (strcmp(t->regions[i].name, name) == 0) return i;
+    return -1;
+}
+
+/* node->topo follows the state: the primary region and this region's writer. */
+static void patch(mrd_node *node, const rg_state *st)
+{
+    int p = index_of_region(&node->topo, st->primary);
+    if (p >= 0) node->topo.primary_region = p;
+    topo_region *r = &node->topo.regions[node->self->region];
+    for (int i = 0; i < r->instance_count; i++)
+        if (strcmp(r->instances[i].id, st->writer) == 0) r->writer = i;
+}
+
+static void stop_fn(mrd_node *node, void *ud)
+{
+    instance *in = ud;
+    rg_watch_stop(in->watch);
+    in->watch = NULL;
+    if (in->role_stop != NULL) in->role_stop(node, in->role_stop_ud);
+}
+
+static bool not_ready(mrd_node *node, void *ud)
+{
+    return false;
+}
+
+static void start(instance *in, const rg_state *st)
+{
+    mrd_node *node = in->node;
+    rg_inst_mode m = rg_inst_mode_of(st, node->self->id);
+    mrd_msg msg = {{0}};
+    int rc;
+    MRD_INFO("instance_start", "mode=%s epoch=%llu primary=%s writer=%s", rg_inst_mode_name(m),
+             (unsigned long long)st->epoch, st->primary, st->writer);
+    node->stop_fn = NULL;
+    if (m == RG_INST_READER) {
+        node->role = TOPO_ROLE_READER;
+        rc = reader_start(node, &in->r, &msg);
+    } else {
+        node->role = TOPO_ROLE_WRITER;
+        writer_options o = {.mode = m,
+                            .global_epoch = st->epoch,
+                            .epoch_min = st->epoch > 0 ? rg_volume_epoch_min(st->epoch) : 0};
+        rc = writer_start(node, &o, &in->w, &msg);
+    }
+    if (rc != 0) {
+        MRD_ERROR("instance_start_failed", "reason=\"%s\"", msg.text);
+        fprintf(stderr, "meridiand: %s\n", msg.text);
+        exit(1);
+    }
+    in->started = true;
+    in->role_stop = node->stop_fn;
+    in->role_stop_ud = node->stop_ud;
+    node->stop_fn = stop_fn;
+    node->stop_ud = in;
+}
+
+static void on_state(rg_watch *w, const rg_state *st, int err, void *ud)
+{
+    instance *in = ud;
+    if (in->node->stopping) return;
+    if (st == NULL) {
+        if (!in->started && !in->said_waiting)
+            MRD_WARN("instance_waiting", "reason=\"region %s's agent does not answer yet (%s)\"",
+                     in->node->topo.regions[in->node->self->region].name, mrd_errname(err));
+        in->said_waiting = true;
+        return;
+    }
+    patch(in->node, st);
+    if (!in->started) return start(in, st);
+    if (in->w != NULL)
+        writer_region_changed(in->w, st);
+    else
+        reader_region_changed(in->r, st);
+}
+
+int instance_start(mrd_node *node, mrd_msg *msg)
+{
+    instance *in = &inst;
+    in->node = node;
+    int rc = mrd_node_client_tls(node, &in->tls, msg);
+    if (rc != 0) return rc;
+    node->ready_fn = not_ready;
+    node->stop_fn = stop_fn;
+    node->stop_ud = in;
+    return rg_watch_start(node->loop, &node->topo, node->self->region, in->tls, on_state, in,
+                          &in->watch, msg);
+}
