@@ -61,6 +61,16 @@ int ctl_status(ctl_ctx *ctx, bool json, mrd_msg *msg);
  */
 int ctl_lag(ctl_ctx *ctx, bool json, bool watch, mrd_msg *msg);
 
+#define CTL_FAILOVER_TIMEOUT_MS_DEFAULT 60000
+/*
+ * Makes region `to` the primary (src/ctl/failover.c): a planned switchover (nothing
+ * acknowledged is lost; the old primary drains first and must answer), or with
+ * allow_loss an unplanned failover that promotes `to` with what it holds and reports
+ * the lost LSN range. Resumes whatever a previous run left under way.
+ */
+int ctl_failover(ctl_ctx *ctx, const char *to, bool allow_loss, bool json, uint64_t timeout_ms,
+                 mrd_msg *msg);
+
 /* The pid of a running meridiand for this id, or 0. */
 pid_t ctl_running_pid(const ctl_ctx *ctx, const topo_node *node);
 

@@ -147,6 +147,8 @@ int agent_start(mrd_node *node, agent **out, mrd_msg *msg)
     if (rc == 0 && ag_backlog_init(&a->backlog, cap, AG_BACKLOG_BYTES_MAX) != 0)
         rc = mrd_fail(msg, MRD_ENOMEM, "agent: out of memory for the backlog");
     if (rc == 0) rc = a->primary ? ag_primary_start(a, msg) : ag_secondary_start(a, msg);
+    uv_timer_init(node->loop, &a->soon);
+    a->soon.data = a;
     if (rc == 0) rc = ag_region_start(a, msg);
     if (rc != 0) return rc;
     uv_timer_init(node->loop, &a->tick);

@@ -161,10 +161,31 @@ struct agent {
     uint64_t last_cpl_lsn;     /* secondary: the newest commit received */
     uint64_t last_cpl_wall_ms; /* and when (wall clock) */
     char rejoin[MRD_MSG_MAX];  /* a diverged secondary's rejoin under way, or empty */
-    char divergent_path[TOPO_PATH_MAX + 96];
+    int rejoin_step;           /* rejoin.c */
+    uint64_t rejoin_head, rejoin_next_ms;
+    h2_client *rj_client;
+    h2_call *rj_call;
+    int rj_node;               /* storage node being reset, or -1 for the writer's status */
+    int rj_status;
+    mrd_buf rj_body;
+    bool rj_next_close;
+    uint64_t rj_call_at_ms;
+    char divergent_path[TOPO_PATH_MAX + 128];
     uint64_t divergent_after, divergent_to, divergent_records, divergent_commits;
     mrd_metric *m_switchovers, *m_failovers, *m_writer_failovers, *m_epoch;
+    const char *restart_why; /* a change of role: restart from `soon`, once answers left */
+    uv_timer_t soon;
 };
+
+/* rejoin.c: a secondary whose volume diverged from the primary's history (it was
+ * primary, or followed one, past the point where the new primary's epoch forks) saves
+ * its divergent tail to a file, empties its storage nodes and resyncs from the start. */
+void ag_rejoin_start(agent *a, uint64_t head);
+void ag_rejoin_tail_read(agent *a, bool ok, const ag_rec *recs, uint32_t n, uint64_t end,
+                         const char *why);
+void ag_rejoin_tick(agent *a, uint64_t now);
+/* At start: a rejoin a restart interrupted after the tail was saved (the REJOIN marker). */
+bool ag_rejoin_pending(agent *a);
 
 /* region.c */
 int ag_region_init(agent *a, mrd_msg *msg);  /* loads region.json, patches the topology */
@@ -180,6 +201,9 @@ void ag_checksum_save(agent *a, uint64_t lsn, uint32_t crc);
 /* fill.c: records (after, upto] from the region's storage: into the backlog and committed
  * (link NULL: a gap in the agent's own log), or handed to a lagging link. */
 int ag_fill_start(agent *a, ag_link *link, uint64_t after, uint64_t upto);
+/* The region's own records (after, upto] along the chain from after, for
+ * ag_rejoin_tail_read (a diverged region saving its tail). */
+int ag_fill_tail(agent *a, uint64_t after, uint64_t upto);
 
 /* primary.c */
 void ag_primary_commit(agent *a, uint64_t vdl, uint64_t now);

@@ -27,6 +27,7 @@ struct ag_fill {
     agent *a;
     ag_link *link; /* NULL: the agent's own log */
     bool exact;    /* the chain must end at upto exactly */
+    bool tail;     /* a diverged region's own tail, for ag_rejoin_tail_read */
     topo_addr nodes[QUORUM_SEGMENTS];
     h2_tls *tls;
     uint64_t after, upto;
@@ -330,6 +331,17 @@ static void fill_done(uv_work_t *w, int status)
     agent *a = f->a;
     a->fill = NULL;
     bool ok = false;
+    if (f->tail) {
+        uint64_t end = f->after;
+        bool got = !a->stopping && status == 0 && f->rc == 0 && f->answered >= QUORUM_READ;
+        if (got && f->n > 0) got = link_chain(f, &end) || end == f->after;
+        if (!a->stopping) ag_rejoin_tail_read(a, got, f->recs, f->n, end, f->why);
+        for (uint32_t i = 0; i < f->n; i++)
+            mrd_buf_free(&f->recs[i].enc);
+        free(f->recs);
+        free(f);
+        return;
+    }
     if (f->link != NULL) {
         if (!a->stopping && status == 0) link_done(f);
         for (uint32_t i = 0; i < f->n; i++)
@@ -361,14 +373,15 @@ static void fill_done(uv_work_t *w, int status)
     free(f);
 }
 
-int ag_fill_start(agent *a, ag_link *link, uint64_t after, uint64_t upto)
+static int fill_start(agent *a, ag_link *link, bool tail, uint64_t after, uint64_t upto)
 {
     if (a->fill != NULL) return MRD_EBUSY;
     ag_fill *f = calloc(1, sizeof(*f));
     if (f == NULL) return MRD_ENOMEM;
     f->a = a;
     f->link = link;
-    f->exact = link == NULL;
+    f->tail = tail;
+    f->exact = link == NULL && !tail;
     f->tls = a->client_tls;
     f->after = after;
     f->upto = upto;
@@ -380,7 +393,19 @@ int ag_fill_start(agent *a, ag_link *link, uint64_t after, uint64_t upto)
         return MRD_ENOMEM;
     }
     a->fill = f;
-    MRD_INFO(link ? "replica_link_catchup_read" : "log_gap_fill", "after=%" PRIu64 " upto=%" PRIu64,
-             after, upto);
+    MRD_INFO(tail   ? "divergent_tail_read"
+             : link ? "replica_link_catchup_read"
+                    : "log_gap_fill",
+             "after=%" PRIu64 " upto=%" PRIu64, after, upto);
     return 0;
+}
+
+int ag_fill_start(agent *a, ag_link *link, uint64_t after, uint64_t upto)
+{
+    return fill_start(a, link, false, after, upto);
+}
+
+int ag_fill_tail(agent *a, uint64_t after, uint64_t upto)
+{
+    return fill_start(a, NULL, true, after, upto);
 }

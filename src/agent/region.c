@@ -16,6 +16,7 @@
 #include "agent_int.h"
 
 #define AG_SETTLE_MS 1500u /* at start, answers wait this long for the other regions' word */
+#define AG_RESTART_DELAY_MS 20u /* a change of role restarts the agent after its answer left */
 
 static int region_of(const topology *t, const char *name)
 {
@@ -172,6 +173,12 @@ static void counted(agent *a, const char *reason, const rg_state *old)
     if (strcmp(a->rs.writer, old->writer) != 0) mrd_metric_inc(a->m_writer_failovers, 1);
 }
 
+static void restart_soon(uv_timer_t *t)
+{
+    agent *a = t->data;
+    mrd_node_restart(a->node, a->restart_why);
+}
+
 /* Takes state n (already checked), durably; then acts on it. */
 int ag_region_apply(agent *a, const rg_state *n, const char *reason, mrd_msg *msg)
 {
@@ -193,8 +200,10 @@ int ag_region_apply(agent *a, const rg_state *n, const char *reason, mrd_msg *ms
     answer_polls(a, true);
     bool primary_now = strcmp(s.primary, s.region) == 0;
     if (primary_now != a->primary) {
-        mrd_node_restart(a->node, primary_now ? "this region is now the primary"
-                                              : "this region is now a secondary");
+        /* from the tick, once the answers to this change have left */
+        a->restart_why = primary_now ? "this region is now the primary"
+                                     : "this region is now a secondary";
+        uv_timer_start(&a->soon, restart_soon, AG_RESTART_DELAY_MS, 0);
         return 0;
     }
     if (a->primary && strcmp(old.writer, s.writer) != 0) ag_primary_writer_changed(a);
@@ -307,6 +316,8 @@ int ag_region_start(agent *a, mrd_msg *msg)
 
 void ag_region_stop(agent *a)
 {
+    uv_timer_stop(&a->soon);
+    uv_close((uv_handle_t *)&a->soon, NULL);
     for (int i = 0; i < TOPO_REGIONS_MAX; i++) {
         rg_watch_stop(a->peers[i]);
         a->peers[i] = NULL;

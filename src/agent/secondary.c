@@ -251,6 +251,14 @@ void ag_secondary_closed(agent *a, h2_req *req)
 static void on_first_ready(agent *a)
 {
     a->open_head = vol_replica_head(a->vol);
+    const vol_info *info = vol_info_get(a->vol);
+    if (a->rs.epoch > 0 && a->open_head > a->rs.fork_lsn &&
+        info->epoch_found < rg_volume_epoch_min(a->rs.epoch)) {
+        /* records of an older history above the fork: this volume diverged */
+        a->vol_failed = false;
+        ag_rejoin_start(a, a->open_head);
+        return;
+    }
     if (a->ck_file && a->ck_lsn <= a->open_head) {
         a->chain_lsn = a->ck_lsn;
         a->crc = a->ck_crc;
@@ -290,7 +298,7 @@ static void v_ready(vol *v, int status, const char *msg, void *ud)
         return vol_failed(a, msg);
     }
     if (!a->vol_ready) on_first_ready(a); /* recovered (after the start or a reopen) */
-    process(a);
+    if (a->vol_ready) process(a);
 }
 
 static void v_vdl(vol *v, uint64_t vdl, void *ud)
@@ -317,7 +325,10 @@ static int open_replica(agent *a, mrd_msg *msg)
                       .region = a->region_idx,
                       .certs_dir = a->node->certs_dir,
                       .cert_id = a->node->self->id,
-                      .pg_count_min = QUORUM_PGS_MAX};
+                      .pg_count_min = QUORUM_PGS_MAX,
+                      /* no writer of an older global epoch adds to this volume any more */
+                      .epoch_min = a->rs.epoch * RG_EPOCH_STEP,
+                      .epoch_min_lsn = a->rs.fork_lsn};
     a->cpl_head = a->cpl_count = 0;
     a->acked_lsn = 0;
     while (a->backlog.count > 0)
@@ -344,6 +355,8 @@ static void reopen_closed(void *ud)
 
 void ag_secondary_tick(agent *a, uint64_t now)
 {
+    ag_rejoin_tick(a, now);
+    if (a->rejoin[0]) return;
     if (a->vol_failed && now >= a->reopen_at_ms && !a->vol_closing) {
         a->vol_closing = true;
         if (a->vol != NULL) return vol_close(a->vol, reopen_closed, a);
@@ -366,7 +379,7 @@ int ag_secondary_start(agent *a, mrd_msg *msg)
     a->cpl_crc = calloc(AG_CPL_RING, sizeof(*a->cpl_crc));
     if (a->cpl_lsn == NULL || a->cpl_crc == NULL)
         return mrd_fail(msg, MRD_ENOMEM, "agent: out of memory");
-    int rc = open_replica(a, msg);
+    int rc = ag_rejoin_pending(a) ? 0 : open_replica(a, msg);
     if (rc == 0) rc = mrd_node_stream_route(a->node, "POST", "/v1/replicate", &cbs, a);
     if (rc == 0) rc = mrd_node_route(a->node, "GET", "/v1/log", ag_log_route, a);
     return rc;

@@ -30,6 +30,13 @@ static const char usage_text[] =
     "  lag TOPOLOGY [--data DIR] [--json] [--watch]\n"
     "                                 cross-region lag at the primary's agent: per region\n"
     "                                 lag_ms, LSN and byte gap, durable LSN; --watch: every s\n"
+    "  switchover TOPOLOGY --to REGION [--data DIR] [--json] [--timeout-ms N]\n"
+    "                                 planned: make REGION the primary with no data loss\n"
+    "                                 (drain, catch up, promote, move the global writer);\n"
+    "                                 resumes a switchover a crash interrupted\n"
+    "  failover TOPOLOGY --to REGION --allow-data-loss [--data DIR] [--json] [--timeout-ms N]\n"
+    "                                 unplanned: promote REGION with what it holds even when\n"
+    "                                 the primary does not answer; prints the lost LSN range\n"
     "  volume-bench TOPOLOGY [--data DIR] [--records N] [--inflight K] [--delta-bytes B]\n"
     "               [--pages P] [--duration-ms D] [--log FILE] [--json]\n"
     "                                 write records to the volume, report throughput and\n"
@@ -52,6 +59,9 @@ typedef struct {
     bool json;
     const char *role; /* up / down: only processes of this role */
     bool watch;       /* lag: print again every second */
+    const char *to;   /* switchover / failover: the region to promote */
+    bool allow_loss;  /* failover */
+    bool timeout_set;
 } cli_args;
 
 static int parse_args(int argc, char **argv, cli_args *a)
@@ -60,7 +70,8 @@ static int parse_args(int argc, char **argv, cli_args *a)
         {"data", required_argument, NULL, 'd'},     {"timeout-ms", required_argument, NULL, 't'},
         {"grace-ms", required_argument, NULL, 'g'}, {"purge", no_argument, NULL, 'p'},
         {"json", no_argument, NULL, 'j'},           {"help", no_argument, NULL, 'h'},
-        {"watch", no_argument, NULL, 'W'},
+        {"watch", no_argument, NULL, 'W'},        {"to", required_argument, NULL, 'T'},
+        {"allow-data-loss", no_argument, NULL, 'L'},
         {"role", required_argument, NULL, 'r'},     {NULL, 0, NULL, 0},
     };
     a->timeout_ms = CTL_UP_TIMEOUT_MS_DEFAULT;
@@ -73,6 +84,13 @@ static int parse_args(int argc, char **argv, cli_args *a)
             break;
         case 't':
             a->timeout_ms = strtoull(optarg, NULL, 10);
+            a->timeout_set = true;
+            break;
+        case 'T':
+            a->to = optarg;
+            break;
+        case 'L':
+            a->allow_loss = true;
             break;
         case 'g':
             a->grace_ms = strtoull(optarg, NULL, 10);
@@ -129,6 +147,19 @@ static int run(const cli_args *a, const topology *topo, mrd_msg *msg)
     if (strcmp(a->command, "down") == 0) return ctl_down(&ctx, a->grace_ms, a->purge, msg);
     if (strcmp(a->command, "status") == 0) return ctl_status(&ctx, a->json, msg);
     if (strcmp(a->command, "lag") == 0) return ctl_lag(&ctx, a->json, a->watch, msg);
+    if (strcmp(a->command, "switchover") == 0 || strcmp(a->command, "failover") == 0) {
+        bool failover = strcmp(a->command, "failover") == 0;
+        if (a->to == NULL) return mrd_fail(msg, MRD_EINVAL, "--to REGION is missing");
+        if (failover && !a->allow_loss)
+            return mrd_fail(msg, MRD_EINVAL,
+                            "an unplanned failover may lose what the primary acknowledged and the "
+                            "target lacks: say --allow-data-loss (or run `meridian switchover`, "
+                            "which loses nothing but needs the primary)");
+        if (!failover && a->allow_loss)
+            return mrd_fail(msg, MRD_EINVAL, "--allow-data-loss belongs to `meridian failover`");
+        return ctl_failover(&ctx, a->to, failover, a->json,
+                            a->timeout_set ? a->timeout_ms : CTL_FAILOVER_TIMEOUT_MS_DEFAULT, msg);
+    }
     return mrd_fail(msg, MRD_EINVAL, "unknown command: %s", a->command);
 }
 
