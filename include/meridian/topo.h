@@ -121,6 +121,7 @@ typedef struct {
     uint32_t rpo_seconds;     /* 0: no RPO; otherwise 1 .. 86400 */
     uint32_t reader_lag_max_ms; /* reader endpoint skips readers lagging more; default 10000 */
     bool write_forwarding;    /* secondaries forward writes to the primary; default false */
+    uint32_t writer_timeout_ms; /* a writer silent this long is replaced by a reader; 0: never */
 
     topo_region regions[TOPO_REGIONS_MAX];
     int region_count;

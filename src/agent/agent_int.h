@@ -83,6 +83,21 @@ typedef struct {
     uint64_t sent_lsn, sent_vdl;
 } ag_reader;
 
+/* One instance of the region, asked for its status (monitor.c). */
+typedef struct {
+    struct agent *a;
+    const topo_node *node;
+    h2_client *client;
+    h2_call *call;
+    bool closing;
+    uint64_t sent_ms, last_ok_ms, retry_at_ms;
+    int status;
+    mrd_buf body;
+    bool ready;
+    char role[12];
+    uint64_t lag_ms;
+} ag_probe;
+
 #define AG_POLLS_MAX 64 /* GET /v1/region long polls held at once */
 
 typedef struct {
@@ -173,6 +188,9 @@ struct agent {
     char divergent_path[TOPO_PATH_MAX + 128];
     uint64_t divergent_after, divergent_to, divergent_records, divergent_commits;
     mrd_metric *m_switchovers, *m_failovers, *m_writer_failovers, *m_epoch;
+    ag_probe probes[TOPO_INSTANCES_MAX]; /* monitor.c */
+    uint64_t writer_since_ms; /* the writer was named (or the agent started) then */
+    bool no_candidate_said;
     const char *restart_why; /* a change of role: restart from `soon`, once answers left */
     uv_timer_t soon;
 };
@@ -186,6 +204,11 @@ void ag_rejoin_tail_read(agent *a, bool ok, const ag_rec *recs, uint32_t n, uint
 void ag_rejoin_tick(agent *a, uint64_t now);
 /* At start: a rejoin a restart interrupted after the tail was saved (the REJOIN marker). */
 bool ag_rejoin_pending(agent *a);
+
+/* monitor.c: in-region writer failover */
+void ag_monitor_start(agent *a);
+void ag_monitor_tick(agent *a, uint64_t now);
+void ag_monitor_stop(agent *a);
 
 /* region.c */
 int ag_region_init(agent *a, mrd_msg *msg);  /* loads region.json, patches the topology */

@@ -206,6 +206,7 @@ int ag_region_apply(agent *a, const rg_state *n, const char *reason, mrd_msg *ms
         uv_timer_start(&a->soon, restart_soon, AG_RESTART_DELAY_MS, 0);
         return 0;
     }
+    if (strcmp(old.writer, s.writer) != 0) a->writer_since_ms = mrd_now_ms();
     if (a->primary && strcmp(old.writer, s.writer) != 0) ag_primary_writer_changed(a);
     return 0;
 }
@@ -245,9 +246,9 @@ static void post_route(mrd_node *node, h2_req *req, void *ud)
     const char *q = strstr(h2_req_path(req), "?reason=");
     const char *reason = q != NULL ? q + 8 : "told";
     if (strcmp(reason, "switchover") != 0 && strcmp(reason, "failover") != 0 &&
-        strcmp(reason, "told") != 0)
+        strcmp(reason, "told") != 0 && strcmp(reason, "writer_failover") != 0)
         return mrd_node_error(req, 400, "bad_request",
-                              "reason: switchover, failover or told");
+                              "reason: switchover, failover, writer_failover or told");
     /* the same state again (a retried step) changes nothing */
     n.version = a->rs.version;
     if (memcmp(&n, &a->rs, sizeof(n)) != 0 && ag_region_apply(a, &n, reason, &msg) != 0)
@@ -289,6 +290,7 @@ void ag_region_tick(agent *a, uint64_t now)
         if (all) a->settle_until_ms = now;
     }
     answer_polls(a, false);
+    ag_monitor_tick(a, now);
 }
 
 int ag_region_start(agent *a, mrd_msg *msg)
@@ -304,6 +306,7 @@ int ag_region_start(agent *a, mrd_msg *msg)
     a->m_epoch = mrd_metric_add(m, MRD_GAUGE, "meridian_region_epoch", NULL,
                                 "The global epoch this region knows.");
     mrd_metric_set(a->m_epoch, (double)a->rs.epoch);
+    ag_monitor_start(a);
     int rc = mrd_node_route(a->node, "GET", "/v1/region", get_route, a);
     if (rc == 0) rc = mrd_node_route(a->node, "POST", "/v1/region", post_route, a);
     for (int i = 0; rc == 0 && i < a->node->topo.region_count; i++) {
@@ -318,6 +321,7 @@ void ag_region_stop(agent *a)
 {
     uv_timer_stop(&a->soon);
     uv_close((uv_handle_t *)&a->soon, NULL);
+    ag_monitor_stop(a);
     for (int i = 0; i < TOPO_REGIONS_MAX; i++) {
         rg_watch_stop(a->peers[i]);
         a->peers[i] = NULL;

@@ -13,7 +13,7 @@
 static const char *const top_keys[] = {"name", "primary", "settings", "regions", NULL};
 static const char *const settings_keys[] = {
     "pg_size",           "page_size",        "tls", "certs", "rpo_seconds",
-    "reader_lag_max_ms", "write_forwarding", NULL};
+    "reader_lag_max_ms", "write_forwarding", "writer_timeout_ms", NULL};
 
 static void settings_defaults(topology *t)
 {
@@ -24,6 +24,7 @@ static void settings_defaults(topology *t)
     t->rpo_seconds = 0;
     t->reader_lag_max_ms = TOPO_READER_LAG_MS_DEFAULT;
     t->write_forwarding = false;
+    t->writer_timeout_ms = TOPO_WRITER_TIMEOUT_MS_DEFAULT;
 }
 
 static int parse_uint(topo_ctx *c, int map, const char *key, long long min, long long max,
@@ -75,6 +76,15 @@ static int parse_settings(topo_ctx *c, int map)
     if ((rc = parse_uint(c, map, "reader_lag_max_ms", TOPO_READER_LAG_MS_MIN,
                          TOPO_READER_LAG_MS_MAX, &t->reader_lag_max_ms)) != 0)
         return rc;
+    if ((rc = parse_uint(c, map, "writer_timeout_ms", 0, TOPO_WRITER_TIMEOUT_MS_MAX,
+                         &t->writer_timeout_ms)) != 0)
+        return rc;
+    if (t->writer_timeout_ms != 0 && t->writer_timeout_ms < TOPO_WRITER_TIMEOUT_MS_MIN) {
+        int node = topo_get(c, map, "writer_timeout_ms");
+        return topo_fail(c, node, "must be 0 (no automatic writer failover) or %u..%u, found %u",
+                         TOPO_WRITER_TIMEOUT_MS_MIN, TOPO_WRITER_TIMEOUT_MS_MAX,
+                         t->writer_timeout_ms);
+    }
     return parse_flag(c, map, "write_forwarding", &t->write_forwarding);
 }
 

@@ -121,9 +121,10 @@ void topo_print(const topology *topo, FILE *out)
         fprintf(out, "rpo off\n");
     else
         fprintf(out, "rpo %u s\n", topo->rpo_seconds);
-    fprintf(out, "certs %s, reader_lag_max_ms %u, write_forwarding %s\n",
+    fprintf(out, "certs %s, reader_lag_max_ms %u, write_forwarding %s, writer_timeout_ms %u\n",
             topo->certs_dir[0] != '\0' ? topo->certs_dir : "DATA/certs",
-            topo->reader_lag_max_ms, topo->write_forwarding ? "on" : "off");
+            topo->reader_lag_max_ms, topo->write_forwarding ? "on" : "off",
+            topo->writer_timeout_ms);
     print_widths w = {0, 0, 0};
     topo_each_node(topo, widen_cb, &w);
     for (int i = 0; i < topo->region_count; i++)

@@ -41,6 +41,9 @@
 #define TOPO_READER_LAG_MS_MIN 1u
 #define TOPO_READER_LAG_MS_MAX 3600000u
 #define TOPO_READER_LAG_MS_DEFAULT 10000u
+#define TOPO_WRITER_TIMEOUT_MS_MIN 100u
+#define TOPO_WRITER_TIMEOUT_MS_MAX 600000u
+#define TOPO_WRITER_TIMEOUT_MS_DEFAULT 1000u
 #define TOPO_CERTS_DEFAULT "" /* empty: DATA/certs, chosen by the CLI */
 
 /* Every process id of a file, and every address a process owns or listens on. */
