@@ -126,6 +126,7 @@ typedef struct {
 
 /* Loads the topology, checks the role, locks the data folder, opens the listener. */
 int mrd_node_init(mrd_node *node, uv_loop_t *loop, const mrd_node_config *cfg, mrd_msg *msg);
+/* Adds a route; a route of the same method and path is replaced. */
 int mrd_node_route(mrd_node *node, const char *method, const char *path, mrd_route_fn fn,
                    void *ud);
 /* A route whose request body streams (see mrd_stream_route_cbs); cbs must outlive the node. */

@@ -188,6 +188,7 @@ struct agent {
     char divergent_path[TOPO_PATH_MAX + 128];
     uint64_t divergent_after, divergent_to, divergent_records, divergent_commits;
     mrd_metric *m_switchovers, *m_failovers, *m_writer_failovers, *m_epoch;
+    uint64_t counts[3]; /* switchovers, failovers, writer changes (region.counts) */
     ag_probe probes[TOPO_INSTANCES_MAX]; /* monitor.c */
     uint64_t writer_since_ms; /* the writer was named (or the agent started) then */
     bool no_candidate_said;

@@ -165,12 +165,45 @@ void ag_region_closed(agent *a, h2_req *req)
 
 /* ---- changes ----------------------------------------------------------------------------- */
 
+/* The counts behind the metrics outlive restarts (a change of role restarts the agent):
+ * the file region.counts holds "switchovers failovers writer_changes". */
+static void counts_path(const agent *a, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/region.counts", a->node->data_dir);
+}
+
+static void counts_load(agent *a)
+{
+    char path[TOPO_PATH_MAX + 32], *text = NULL;
+    size_t len = 0;
+    mrd_msg msg = {{0}};
+    counts_path(a, path, sizeof(path));
+    if (access(path, F_OK) != 0 || mrd_read_file(path, 256, &text, &len, &msg) != 0) return;
+    unsigned long long c[3];
+    if (sscanf(text, "%llu %llu %llu", &c[0], &c[1], &c[2]) == 3)
+        for (int i = 0; i < 3; i++)
+            a->counts[i] = c[i];
+    free(text);
+}
+
 static void counted(agent *a, const char *reason, const rg_state *old)
 {
     bool promoted = a->rs.epoch > old->epoch && strcmp(a->rs.primary, a->rs.region) == 0;
-    if (promoted && strcmp(reason, "switchover") == 0) mrd_metric_inc(a->m_switchovers, 1);
-    if (promoted && strcmp(reason, "failover") == 0) mrd_metric_inc(a->m_failovers, 1);
-    if (strcmp(a->rs.writer, old->writer) != 0) mrd_metric_inc(a->m_writer_failovers, 1);
+    uint64_t before[3] = {a->counts[0], a->counts[1], a->counts[2]};
+    if (promoted && strcmp(reason, "switchover") == 0) a->counts[0]++;
+    if (promoted && strcmp(reason, "failover") == 0) a->counts[1]++;
+    if (strcmp(a->rs.writer, old->writer) != 0) a->counts[2]++;
+    if (memcmp(before, a->counts, sizeof(before)) == 0) return;
+    mrd_metric_set(a->m_switchovers, (double)a->counts[0]);
+    mrd_metric_set(a->m_failovers, (double)a->counts[1]);
+    mrd_metric_set(a->m_writer_failovers, (double)a->counts[2]);
+    char path[TOPO_PATH_MAX + 32], text[96];
+    counts_path(a, path, sizeof(path));
+    int n = snprintf(text, sizeof(text), "%" PRIu64 " %" PRIu64 " %" PRIu64 "\n", a->counts[0],
+                     a->counts[1], a->counts[2]);
+    mrd_msg msg = {{0}};
+    if (mrd_write_file_atomic(path, text, (size_t)n, &msg) != 0)
+        MRD_WARN("region_counts_save_failed", "reason=\"%s\"", msg.text);
 }
 
 static void restart_soon(uv_timer_t *t)
@@ -303,6 +336,10 @@ int ag_region_start(agent *a, mrd_msg *msg)
     a->m_writer_failovers =
         mrd_metric_add(m, MRD_COUNTER, "meridian_region_writer_changes_total", NULL,
                        "Times this region's writer instance changed (in-region failovers).");
+    counts_load(a);
+    mrd_metric_set(a->m_switchovers, (double)a->counts[0]);
+    mrd_metric_set(a->m_failovers, (double)a->counts[1]);
+    mrd_metric_set(a->m_writer_failovers, (double)a->counts[2]);
     a->m_epoch = mrd_metric_add(m, MRD_GAUGE, "meridian_region_epoch", NULL,
                                 "The global epoch this region knows.");
     mrd_metric_set(a->m_epoch, (double)a->rs.epoch);

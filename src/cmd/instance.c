@@ -59,6 +59,14 @@ static bool not_ready(mrd_node *node, void *ud)
     return false;
 }
 
+/* Until the region says which role this is: SQL is refused as retryable. */
+static void sql_starting(mrd_node *node, h2_req *req, void *ud)
+{
+    mrd_node_error(req, 503, "unavailable",
+                   "the instance is starting: it waits for its region's agent to say whether it "
+                   "is the writer or a reader");
+}
+
 static void start(instance *in, const rg_state *st)
 {
     mrd_node *node = in->node;
@@ -116,6 +124,7 @@ int instance_start(mrd_node *node, mrd_msg *msg)
     int rc = mrd_node_client_tls(node, &in->tls, msg);
     if (rc != 0) return rc;
     node->ready_fn = not_ready;
+    mrd_node_route(node, "POST", "/v1/sql", sql_starting, in);
     node->stop_fn = stop_fn;
     node->stop_ud = in;
     return rg_watch_start(node->loop, &node->topo, node->self->region, in->tls, on_state, in,

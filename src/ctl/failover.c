@@ -17,7 +17,8 @@
 #include "meridian/json.h"
 #include "meridian/region.h"
 
-#define FO_ASK_TIMEOUT_MS 1000u
+#define FO_ASK_TIMEOUT_MS 2000u
+#define FO_FAIL_GRACE_MS 5000u /* a step that cannot go on is asked again this long */
 #define FO_WAIT_MS 20u
 #define FO_RETRY_MS 100u
 
@@ -179,6 +180,7 @@ int ctl_failover(ctl_ctx *ctx, const char *to, bool allow_loss, bool json, uint6
     rg_plan_req req = {.topo = t, .target = target, .allow_loss = allow_loss};
     char last[MRD_MSG_MAX + 32] = "";
     int rc = 0, failures = 0;
+    uint64_t fail_since = 0;
     /* the loss report of an unplanned failover: what the old primary acknowledged that the
      * target lacks, as far as anyone reachable knows */
     bool reported = false;
@@ -233,9 +235,16 @@ int ctl_failover(ctl_ctx *ctx, const char *to, bool allow_loss, bool json, uint6
             break;
         }
         if (step.kind == RG_STEP_FAIL) {
+            /* an agent that did not answer once may answer the next time */
+            if (fail_since == 0) fail_since = mrd_now_ms();
+            if (mrd_now_ms() - fail_since < FO_FAIL_GRACE_MS) {
+                ctl_sleep_ms(FO_RETRY_MS);
+                continue;
+            }
             rc = mrd_fail(msg, MRD_ESTATE, "%s", step.why);
             break;
         }
+        fail_since = 0;
         if (mrd_now_ms() - t0 > timeout_ms) {
             rc = mrd_fail(msg, MRD_ETIMEDOUT, "timed out after %" PRIu64 " ms at step %s: %s",
                           timeout_ms, step.name, step.why);

@@ -137,8 +137,12 @@ static void on_request(h2_req *req, void *ud)
 int mrd_node_route(mrd_node *node, const char *method, const char *path, mrd_route_fn fn,
                    void *ud)
 {
-    if (node->route_count >= MRD_NODE_ROUTES_MAX) return MRD_ETOOBIG;
-    mrd_route *r = &node->routes[node->route_count++];
+    mrd_route *r = NULL;
+    for (int i = 0; i < node->route_count; i++) /* a role takes over a placeholder */
+        if (strcmp(node->routes[i].method, method) == 0 && strcmp(node->routes[i].path, path) == 0)
+            r = &node->routes[i];
+    if (r == NULL && node->route_count >= MRD_NODE_ROUTES_MAX) return MRD_ETOOBIG;
+    if (r == NULL) r = &node->routes[node->route_count++];
     snprintf(r->method, sizeof(r->method), "%s", method);
     snprintf(r->path, sizeof(r->path), "%s", path);
     r->fn = fn;
