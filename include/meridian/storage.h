@@ -14,6 +14,10 @@
  *  - pages/pg-P.pages: materialized page versions, a cache rebuilt from the
  *    log: two checksummed slots per page, written alternately, so a crash
  *    while one is written leaves the other.
+ *  - RESET: present only while a reset (POST /v1/reset) is under way. It is
+ *    made durable before anything is deleted, and a start that finds it
+ *    deletes the data files before it loads anything, then removes it: a node
+ *    is either untouched or empty, never half-reset.
  *
  * What it guarantees:
  *  - an append is answered (wire_ack, with the SCL) only once every record
@@ -77,6 +81,15 @@
 #define STORAGE_SLOT_HEADER_BYTES 16u                 /* lsn, crc, page size */
 #define STORAGE_OLD_RANGES_MAX 256u                   /* forgotten LSN ranges kept per PG */
 #define STORAGE_HELD_MAX_ENV "MERIDIAN_STORAGE_HELD_MAX" /* overrides the default held_max */
+#define STORAGE_RESET_BODY_BYTES_MAX 1024u /* a POST /v1/reset body */
+#define STORAGE_RESET_RESTART_MS 100u      /* from the reset answer's stream close to the restart */
+#define STORAGE_RESET_ANSWER_WAIT_MS 2000u /* restart anyway if that stream never closes */
+
+/* Names in the node's data folder (DATA/ID/). */
+#define STORAGE_META_FILE "meta"
+#define STORAGE_LOG_DIR "seglog"
+#define STORAGE_PAGES_DIR "pages"
+#define STORAGE_RESET_FILE "RESET"
 
 /* ---- the role ------------------------------------------------------------------------- */
 
@@ -308,6 +321,25 @@ int storage_record_fits(const wire_record *rec, uint32_t pg, uint64_t pages_per_
                         uint32_t page_size, mrd_msg *msg);
 /* The fields the quorum core needs. */
 void storage_qrec(const wire_record *rec, quorum_rec *q);
+
+/* ---- reset (I/O-free, fuzzed) ----------------------------------------------------------- */
+
+/* What a reset does with an entry of the node's data folder. */
+typedef enum {
+    STORAGE_FILE_KEEP,     /* not storage's: LOCK, meridiand.pid, meridiand.log, RESET, ... */
+    STORAGE_FILE_DATA,     /* a file storage writes: meta, meta.tmp, RESET.tmp */
+    STORAGE_FILE_DATA_DIR, /* a folder storage owns whole: seglog, pages */
+} storage_file_kind;
+
+/* The kind of the entry named name (no slash) in the node's data folder. */
+storage_file_kind storage_file_classify(const char *name);
+
+/*
+ * The body of POST /v1/reset: exactly {"node": "<self_id>"}, at most
+ * STORAGE_RESET_BODY_BYTES_MAX bytes. MRD_EPARSE for a body that is not that
+ * shape, MRD_EINVAL for another node's id; the message names the field.
+ */
+int storage_reset_parse(const uint8_t *body, size_t len, const char *self_id, mrd_msg *msg);
 
 /* ---- page slots (I/O-free, fuzzed) ------------------------------------------------------ */
 

@@ -87,12 +87,13 @@ static void storage_sync_done(uv_work_t *w, int status)
         storage_maybe_free(s);
         return;
     }
+    storage_reset_step(s);
     storage_sync_kick(s);
 }
 
 void storage_sync_kick(storage *s)
 {
-    if (s->sync.active || s->failed) return;
+    if (s->sync.active || s->failed || storage_resetting(s)) return;
     int rc = seglog_sync_prepare(s->log);
     if (rc <= 0) return; /* nothing staged (or failed: reported by complete) */
     s->staged_bytes = 0;
@@ -234,6 +235,7 @@ void storage_route_append(mrd_node *node, h2_req *req, void *ud)
     storage *s = ud;
     append_req a = {0};
     mrd_msg msg = {{0}};
+    if (storage_refuse_resetting(s, req)) return;
     if (s->failed) {
         storage_reply_error(s, req, 503, "log_failed", "%s", s->failed_why);
         return;

@@ -110,6 +110,7 @@ static void storage_meta_done(uv_work_t *w, int status)
         storage_maybe_free(s);
         return;
     }
+    storage_reset_step(s);
     if (s->meta_gen_wanted > s->meta_gen_durable) storage_meta_kick(s);
 }
 
@@ -125,7 +126,7 @@ static uint64_t storage_meta_progress(const storage *s)
 /* Starts a metadata write if one is wanted (or the SCLs moved) and none runs. */
 void storage_meta_kick(storage *s)
 {
-    if (s->meta.active || s->failed || s->stopping) return;
+    if (s->meta.active || s->failed || s->stopping || storage_resetting(s)) return;
     uint64_t progress = storage_meta_progress(s);
     if (s->meta_gen_wanted <= s->meta_gen_durable && progress == s->meta_scl_sum) return;
     s->meta_scl_sum = progress;
@@ -146,6 +147,7 @@ void storage_route_fence(mrd_node *node, h2_req *req, void *ud)
 {
     storage *s = ud;
     uint64_t epoch, truncate;
+    if (storage_refuse_resetting(s, req)) return;
     if (!storage_header_u64(s, req, "meridian-epoch", true, &epoch) ||
         !storage_header_u64(s, req, "meridian-truncate-lsn", true, &truncate))
         return;

@@ -56,7 +56,8 @@ static const h2_client_cbs peer_cbs = {.on_connect = peer_on_connect,
 
 static void peer_connect(storage *s, storage_peer *peer, uint64_t now_ms)
 {
-    if (peer->client != NULL || now_ms < peer->retry_ms || s->stopping) return;
+    if (peer->client != NULL || now_ms < peer->retry_ms || s->stopping || storage_resetting(s))
+        return;
     h2_client_config cfg = {.host = peer->node->addr.host, .port = peer->node->addr.port,
                             .tls = s->tls};
     mrd_msg msg;
@@ -202,7 +203,8 @@ static void gap_on_close(h2_call *call, int error, void *ud)
     storage *s = g->peer->s;
     s->calls_open--;
     s->gap_calls[g->pg]--;
-    if (error == 0 && g->status == 200 && !g->too_big && !s->stopping && !s->failed) {
+    if (error == 0 && g->status == 200 && !g->too_big && !s->stopping && !s->failed &&
+        !storage_resetting(s)) {
         uint32_t count = 0;
         uint64_t last = 0;
         mrd_msg msg = {{0}};
@@ -224,7 +226,7 @@ static const h2_call_cbs gap_call_cbs = {
 
 static void gap_request(storage *s, storage_peer *peer, uint32_t pg, uint64_t after, uint64_t upto)
 {
-    if (peer->client == NULL || !peer->connected || s->stopping) return;
+    if (peer->client == NULL || !peer->connected || s->stopping || storage_resetting(s)) return;
     gap_call *g = calloc(1, sizeof(*g));
     if (g == NULL) return;
     *g = (gap_call){.peer = peer, .pg = pg, .after = after, .upto = upto};

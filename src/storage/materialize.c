@@ -161,7 +161,10 @@ static void mat_done(uv_work_t *w, int status)
         MRD_DEBUG("materialized", "records=%" PRIu32 " pages=%" PRIu64, m->n_recs, m->pages);
     }
     mat_free(m);
-    if (s->stopping) storage_maybe_free(s);
+    if (s->stopping)
+        storage_maybe_free(s);
+    else
+        storage_reset_step(s);
 }
 
 /* Copies the plan of one PG into the job; false when the budget is spent. */
@@ -215,7 +218,9 @@ static storage_mat *mat_build(storage *s)
 
 void storage_materialize_tick(storage *s, uint64_t now_ms)
 {
-    if (s->mat != NULL || s->stopping || now_ms < s->mat_next_ms || s->vdl == 0) return;
+    if (s->mat != NULL || s->stopping || storage_resetting(s) || now_ms < s->mat_next_ms ||
+        s->vdl == 0)
+        return;
     s->mat_next_ms = now_ms + STORAGE_MATERIALIZE_MS;
     storage_mat *m = mat_build(s);
     if (m == NULL) return;

@@ -220,6 +220,7 @@ void storage_route_page(mrd_node *node, h2_req *req, void *ud)
 {
     storage *s = ud;
     page_req r;
+    if (storage_refuse_resetting(s, req)) return;
     if (!page_parse(s, req, &r)) return;
     uint32_t pg = (uint32_t)(r.page / s->pages_per_pg);
     stp *p = s->pgs[pg];

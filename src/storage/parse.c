@@ -1,14 +1,16 @@
 /*
  * External bytes a storage node receives, turned into typed values in one
  * place: decimal header values, query strings, request and answer bodies
- * (one frame, one batch), and the check that a record belongs to the PG and
- * page size it is headed for. Everything is refused with a message naming
+ * (one frame, one batch), the body of a reset and the names a reset finds in
+ * the data folder, and the check that a record belongs to the PG and page
+ * size it is headed for. Everything is refused with a message naming
  * the field; nothing here allocates or keeps a pointer past the call.
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "meridian/json.h"
 #include "meridian/storage.h"
 
 static const char *const stq_names[STQ_COUNT] = {
@@ -173,4 +175,66 @@ bool storage_fences_add(quorum_fence *fences, uint32_t *n, quorum_fence f)
     fences[i] = f;
     (*n)++;
     return true;
+}
+
+/* ---- reset ------------------------------------------------------------------------------- */
+
+storage_file_kind storage_file_classify(const char *name)
+{
+    /* Only what storage itself creates: the process's LOCK, pid file and log, the
+     * RESET marker (removed last, once the rest is durably gone) and anything an
+     * operator put there stay. */
+    static const char *const files[] = {STORAGE_META_FILE, STORAGE_META_FILE ".tmp",
+                                        STORAGE_RESET_FILE ".tmp"};
+    static const char *const dirs[] = {STORAGE_LOG_DIR, STORAGE_PAGES_DIR};
+    for (size_t i = 0; i < MRD_ARRAY_LEN(files); i++)
+        if (strcmp(name, files[i]) == 0) return STORAGE_FILE_DATA;
+    for (size_t i = 0; i < MRD_ARRAY_LEN(dirs); i++)
+        if (strcmp(name, dirs[i]) == 0) return STORAGE_FILE_DATA_DIR;
+    return STORAGE_FILE_KEEP;
+}
+
+/* The members of the body's object: exactly one, "node", a string. */
+static int storage_reset_node(const mrd_json_doc *doc, const mrd_json *root, const char **id,
+                              size_t *id_len, mrd_msg *msg)
+{
+    for (const mrd_json *m = mrd_json_first(doc, root); m != NULL; m = mrd_json_next(doc, m))
+        if (strcmp(mrd_json_key(doc, m), "node") != 0)
+            return mrd_fail(msg, MRD_EPARSE, "body: unknown member '%.64s'; the only one is node",
+                            mrd_json_key(doc, m));
+    const mrd_json *node = mrd_json_get(doc, root, "node");
+    if (node == NULL) return mrd_fail(msg, MRD_EPARSE, "node: missing; it must be this node's id");
+    if (node->kind != MRD_JSON_STRING)
+        return mrd_fail(msg, MRD_EPARSE, "node: JSON %s, expected a string (this node's id)",
+                        mrd_json_kind_name(node->kind));
+    *id = mrd_json_str(doc, node);
+    *id_len = node->str_len;
+    return 0;
+}
+
+int storage_reset_parse(const uint8_t *body, size_t len, const char *self_id, mrd_msg *msg)
+{
+    if (len == 0)
+        return mrd_fail(msg, MRD_EPARSE, "body: empty; expected {\"node\": \"<this node's id>\"}");
+    if (len > STORAGE_RESET_BODY_BYTES_MAX)
+        return mrd_fail(msg, MRD_EPARSE, "body: %zu bytes, limit %u", len,
+                        STORAGE_RESET_BODY_BYTES_MAX);
+    mrd_json_doc doc;
+    mrd_msg inner;
+    if (mrd_json_parse((const char *)body, len, &doc, &inner) != 0)
+        return mrd_fail(msg, MRD_EPARSE, "body: not JSON: %s", inner.text);
+    const mrd_json *root = mrd_json_root(&doc);
+    const char *id = NULL;
+    size_t id_len = 0;
+    int rc = 0;
+    if (root == NULL || root->kind != MRD_JSON_OBJECT)
+        rc = mrd_fail(msg, MRD_EPARSE, "body: JSON %s, expected an object {\"node\": ...}",
+                      root ? mrd_json_kind_name(root->kind) : "of nothing");
+    else
+        rc = storage_reset_node(&doc, root, &id, &id_len, msg);
+    if (rc == 0 && (id_len != strlen(self_id) || memcmp(id, self_id, id_len) != 0))
+        rc = mrd_fail(msg, MRD_EINVAL, "node: '%.64s' is not this node (%s); nothing was reset", id,
+                      self_id);
+    mrd_json_free(&doc);
+    return rc;
 }

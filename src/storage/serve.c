@@ -213,6 +213,7 @@ void storage_route_records(mrd_node *node, h2_req *req, void *ud)
     storage_query q;
     mrd_msg msg;
     unsigned allowed = 1u << STQ_PG | 1u << STQ_AFTER | 1u << STQ_UPTO;
+    if (storage_refuse_resetting(s, req)) return;
     if (storage_query_parse(h2_req_path(req), allowed, &q, &msg) != 0) {
         storage_reply_error(s, req, 400, "bad_request", "%s", msg.text);
         return;
@@ -323,6 +324,7 @@ void storage_route_report(mrd_node *node, h2_req *req, void *ud)
     storage *s = ud;
     storage_query q;
     mrd_msg msg;
+    if (storage_refuse_resetting(s, req)) return;
     if (storage_query_parse(h2_req_path(req), 1u << STQ_PG | 1u << STQ_FLOOR, &q, &msg) != 0) {
         storage_reply_error(s, req, 400, "bad_request", "%s", msg.text);
         return;

@@ -1,7 +1,7 @@
 /*
- * The storage role's life: start (files, replay, routes, hooks, timer), the
- * housekeeping tick, answers with the node's epoch, requests held across
- * loop turns, and the stop that lets the loop end.
+ * The storage role's life: start (a reset left unfinished, files, replay,
+ * routes, hooks, timers), the housekeeping tick, answers with the node's
+ * epoch, requests held across loop turns, and the stop that lets the loop end.
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -111,6 +111,7 @@ void storage_unhold(held *h)
 
 static void storage_req_closed(mrd_node *node, h2_req *req, void *ud)
 {
+    storage_reset_req_closed(ud, req);
     held *h = h2_req_ud(req);
     if (h == NULL) return;
     h->req = NULL; /* gone: never answered */
@@ -195,6 +196,7 @@ void storage_forget_tick(storage *s)
 static void storage_on_tick(uv_timer_t *t)
 {
     storage *s = t->data;
+    if (storage_resetting(s)) return; /* nothing moves: the files are going */
     uint64_t now = mrd_now_ms();
     storage_gap_tick(s, now);
     storage_materialize_tick(s, now);
@@ -206,7 +208,7 @@ static void storage_on_tick(uv_timer_t *t)
 void storage_maybe_free(storage *s)
 {
     if (!s->stopping || s->timer_open || s->sync.active || s->meta.active || s->mat != NULL ||
-        s->calls_open > 0)
+        s->calls_open > 0 || s->reset.active || s->reset.timer_open)
         return;
     storage_peers_close(s);
     while (s->held_head.next != &s->held_head) /* none once the server has closed */
@@ -238,6 +240,7 @@ static void storage_stop(mrd_node *node, void *ud)
     s->stopping = true;
     uv_timer_stop(&s->timer);
     uv_close((uv_handle_t *)&s->timer, storage_timer_closed);
+    storage_reset_stop(s);
     storage_peers_close(s);
 }
 
@@ -251,6 +254,7 @@ static int storage_routes(storage *s)
     if (rc == 0) rc = mrd_node_route(n, "GET", "/v1/report", storage_route_report, s);
     if (rc == 0) rc = mrd_node_route(n, "GET", "/v1/records", storage_route_records, s);
     if (rc == 0) rc = mrd_node_route(n, "GET", "/v1/page", storage_route_page, s);
+    if (rc == 0) rc = mrd_node_route(n, "POST", "/v1/reset", storage_route_reset, s);
     return rc;
 }
 
@@ -277,9 +281,9 @@ static int storage_new(mrd_node *node, const storage_options *opts, storage **ou
     s->page_size = node->topo.page_size;
     s->pages_per_pg = node->topo.pg_size_bytes / node->topo.page_size;
     snprintf(s->dir, sizeof(s->dir), "%s", node->data_dir);
-    snprintf(s->meta_path, sizeof(s->meta_path), "%s/meta", s->dir);
-    snprintf(s->log_dir, sizeof(s->log_dir), "%s/seglog", s->dir);
-    snprintf(s->pages_dir, sizeof(s->pages_dir), "%s/pages", s->dir);
+    snprintf(s->meta_path, sizeof(s->meta_path), "%s/" STORAGE_META_FILE, s->dir);
+    snprintf(s->log_dir, sizeof(s->log_dir), "%s/" STORAGE_LOG_DIR, s->dir);
+    snprintf(s->pages_dir, sizeof(s->pages_dir), "%s/" STORAGE_PAGES_DIR, s->dir);
     s->held_head.next = s->held_head.prev = &s->held_head;
     for (uint32_t pg = 0; pg < QUORUM_PGS_MAX; pg++)
         s->page_fd[pg] = -1;
@@ -293,7 +297,8 @@ int storage_start(mrd_node *node, const storage_options *opts, mrd_msg *msg)
     storage *s = NULL;
     int rc = storage_new(node, opts, &s, msg);
     if (rc != 0) return rc;
-    rc = storage_open_files(s, msg);
+    rc = storage_reset_finish(s, msg); /* a reset a crash or the restart left: finish it */
+    if (rc == 0) rc = storage_open_files(s, msg);
     if (rc == 0) rc = storage_replay(s, msg);
     if (rc == 0) rc = storage_peers_init(s, msg);
     if (rc == 0 && storage_routes(s) != 0)
@@ -314,5 +319,6 @@ int storage_start(mrd_node *node, const storage_options *opts, mrd_msg *msg)
     s->timer.data = s;
     s->timer_open = true;
     uv_timer_start(&s->timer, storage_on_tick, STORAGE_TICK_MS, STORAGE_TICK_MS);
+    storage_reset_start_timer(s);
     return 0;
 }

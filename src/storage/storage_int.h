@@ -64,6 +64,32 @@ typedef struct {
 
 typedef struct storage_mat storage_mat; /* materialize.c */
 
+/*
+ * A reset's life (reset.c). Each state may move only to those its row of
+ * storage_reset_moves (reset.c) allows; IDLE is the only one that serves.
+ */
+typedef enum {
+    RESET_IDLE,       /* serving */
+    RESET_MARKING,    /* a worker writes and syncs the RESET marker */
+    RESET_DRAINING,   /* waiting for the fdatasync, metadata and materialization workers */
+    RESET_DELETING,   /* files closed; a worker deletes the data files, syncs the folders */
+    RESET_ANSWERED,   /* answered; the restart waits for the answer's stream to close */
+    RESET_RESTARTING, /* mrd_node_restart called */
+    RESET_STATES
+} storage_reset_state;
+
+typedef struct {
+    storage_reset_state state;
+    uv_work_t work;
+    bool active;      /* a worker runs */
+    h2_req *req;      /* the POST /v1/reset to answer; NULL once its stream closed */
+    uv_timer_t timer; /* the restart, once the answer has left */
+    bool timer_open;
+    uint32_t files; /* worker: entries deleted */
+    int rc;         /* worker */
+    mrd_msg msg;    /* worker */
+} storage_reset;
+
 struct storage {
     mrd_node *node;
     uv_loop_t *loop;
@@ -131,6 +157,7 @@ struct storage {
     uv_timer_t timer;
     bool stopping;
     bool timer_open;
+    storage_reset reset;
 
     mrd_metric *m_records;
     mrd_metric *m_bytes;
@@ -192,6 +219,22 @@ void storage_peers_close(storage *s);
 
 /* materialize.c */
 void storage_materialize_tick(storage *s, uint64_t now_ms);
+
+/* reset.c */
+void storage_route_reset(mrd_node *node, h2_req *req, void *ud);
+/* True (and a 503 resetting sent) while a reset runs: the node takes nothing. */
+bool storage_refuse_resetting(storage *s, h2_req *req);
+static inline bool storage_resetting(const storage *s)
+{
+    return s->reset.state != RESET_IDLE;
+}
+/* A background job ended: a draining reset may go on. */
+void storage_reset_step(storage *s);
+void storage_reset_req_closed(storage *s, h2_req *req);
+void storage_reset_start_timer(storage *s); /* at start: the restart timer's handle */
+void storage_reset_stop(storage *s);        /* the node stops: closes that handle */
+/* At start, before anything is loaded: a RESET marker means a reset to finish. */
+int storage_reset_finish(storage *s, mrd_msg *msg);
 
 /* status.c */
 void storage_status(mrd_node *node, mrd_buf *out, void *ud);

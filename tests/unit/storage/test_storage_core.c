@@ -498,6 +498,84 @@ static void records_must_fit_their_pg_and_page(void **state)
     assert_non_null(strstr(msg.text, "full image"));
 }
 
+/* ---- reset ---------------------------------------------------------------------------------- */
+
+static void reset_deletes_only_what_storage_writes(void **state)
+{
+    static const char *const data[] = {"meta", "meta.tmp", "RESET.tmp"};
+    static const char *const dirs[] = {"seglog", "pages"};
+    static const char *const keep[] = {"LOCK",        "meridiand.pid", "meridiand.pid.tmp",
+                                       "meridiand.log", "RESET",       "saved-records",
+                                       "meta.bak",    "seglog.old",    "Meta",
+                                       "pages2",      "",              "."};
+    for (size_t i = 0; i < sizeof(data) / sizeof(data[0]); i++)
+        assert_int_equal(storage_file_classify(data[i]), STORAGE_FILE_DATA);
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
+        assert_int_equal(storage_file_classify(dirs[i]), STORAGE_FILE_DATA_DIR);
+    for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
+        if (storage_file_classify(keep[i]) != STORAGE_FILE_KEEP) fail_msg("deletes '%s'", keep[i]);
+    /* the names the node's paths are built from */
+    assert_int_equal(storage_file_classify(STORAGE_META_FILE), STORAGE_FILE_DATA);
+    assert_int_equal(storage_file_classify(STORAGE_LOG_DIR), STORAGE_FILE_DATA_DIR);
+    assert_int_equal(storage_file_classify(STORAGE_PAGES_DIR), STORAGE_FILE_DATA_DIR);
+    assert_int_equal(storage_file_classify(STORAGE_RESET_FILE), STORAGE_FILE_KEEP);
+}
+
+static int reset_parse(const char *body, mrd_msg *msg)
+{
+    return storage_reset_parse((const uint8_t *)body, strlen(body), "r1-s1", msg);
+}
+
+static void reset_body_names_this_node(void **state)
+{
+    mrd_msg msg;
+    assert_int_equal(reset_parse("{\"node\":\"r1-s1\"}", &msg), 0);
+    assert_int_equal(reset_parse(" { \"node\" : \"r1-s1\" }\n", &msg), 0);
+    assert_int_equal(reset_parse("{\"node\":\"r1-\\u0073\\u0031\"}", &msg), 0); /* escapes */
+    struct {
+        const char *body;
+        int rc;
+        const char *says;
+    } bad[] = {
+        {"", MRD_EPARSE, "body: empty"},
+        {"r1-s1", MRD_EPARSE, "not JSON"},
+        {"{\"node\":\"r1-s1\"", MRD_EPARSE, "not JSON"},
+        {"{\"node\":\"r1-s1\"} x", MRD_EPARSE, "not JSON"},
+        {"\"r1-s1\"", MRD_EPARSE, "JSON string, expected an object"},
+        {"[\"r1-s1\"]", MRD_EPARSE, "JSON array, expected an object"},
+        {"null", MRD_EPARSE, "JSON null, expected an object"},
+        {"{}", MRD_EPARSE, "node: missing"},
+        {"{\"id\":\"r1-s1\"}", MRD_EPARSE, "unknown member 'id'"},
+        {"{\"node\":\"r1-s1\",\"force\":true}", MRD_EPARSE, "unknown member 'force'"},
+        {"{\"node\":\"r1-s1\",\"node\":\"r1-s1\"}", MRD_EPARSE, "not JSON"}, /* duplicate */
+        {"{\"node\":1}", MRD_EPARSE, "node: JSON number, expected a string"},
+        {"{\"node\":null}", MRD_EPARSE, "node: JSON null"},
+        {"{\"node\":[\"r1-s1\"]}", MRD_EPARSE, "node: JSON array"},
+        {"{\"node\":\"r1-s2\"}", MRD_EINVAL, "node: 'r1-s2' is not this node (r1-s1)"},
+        {"{\"node\":\"\"}", MRD_EINVAL, "node: '' is not this node"},
+        {"{\"node\":\"r1-s1 \"}", MRD_EINVAL, "is not this node"},
+        {"{\"node\":\"R1-S1\"}", MRD_EINVAL, "is not this node"},
+        {"{\"node\":\"r1-s\"}", MRD_EINVAL, "is not this node"},
+        {"{\"node\":\"r1-s1\\u0000\"}", MRD_EINVAL, "is not this node"}, /* a NUL inside */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        msg.text[0] = '\0';
+        int rc = reset_parse(bad[i].body, &msg);
+        if (rc != bad[i].rc || strstr(msg.text, bad[i].says) == NULL)
+            fail_msg("%s: rc %d, message '%s'", bad[i].body, rc, msg.text);
+    }
+    /* the size limit, checked before any parsing */
+    char big[STORAGE_RESET_BODY_BYTES_MAX + 2];
+    int n = snprintf(big, sizeof(big), "{\"node\":\"r1-s1\"}");
+    memset(big + n, ' ', sizeof(big) - 1 - (size_t)n);
+    big[sizeof(big) - 1] = '\0';
+    const uint8_t *b = (const uint8_t *)big;
+    assert_int_equal(storage_reset_parse(b, STORAGE_RESET_BODY_BYTES_MAX, "r1-s1", &msg), 0);
+    assert_int_equal(storage_reset_parse(b, STORAGE_RESET_BODY_BYTES_MAX + 1, "r1-s1", &msg),
+                     MRD_EPARSE);
+    assert_non_null(strstr(msg.text, "limit"));
+}
+
 /* ---- slots and page arithmetic --------------------------------------------------------------- */
 
 static void slots_verify_or_say_why(void **state)
@@ -570,6 +648,8 @@ int main(void)
         cmocka_unit_test(queries_are_parsed_and_refused_by_name),
         cmocka_unit_test(bodies_are_one_frame_of_one_batch),
         cmocka_unit_test(records_must_fit_their_pg_and_page),
+        cmocka_unit_test(reset_deletes_only_what_storage_writes),
+        cmocka_unit_test(reset_body_names_this_node),
         cmocka_unit_test(slots_verify_or_say_why),
         cmocka_unit_test(pages_apply_records_above_their_version),
     };
