@@ -18,6 +18,10 @@
  *                                     (GET /v1/records, page after page; forgotten
  *                                     ones come from its log): scl and their LSNs
  *     get PATH [NODES]                any GET, body printed as a string
+ *     reset BODY NODE                 POST /v1/reset with BODY to one node; when it
+ *                                     answers 200, at once on the same connection a
+ *                                     page read, an append and a fence (which the
+ *                                     node, restarting, must refuse): one line each
  *
  * NODES is a comma-separated list of segment indexes (default: all six).
  * The test records all go to pages TEST_PAGE0 .. TEST_PAGE0 + TEST_PAGES - 1
@@ -539,6 +543,47 @@ static int cmd_get(ctx *c, const char *path)
     return 0;
 }
 
+/* One answer as {"seg","path","status","body"}: the body as a JSON string. */
+static void print_answer(int seg, const char *path, const resp *r)
+{
+    mrd_buf q, out;
+    mrd_buf_init(&q);
+    mrd_buf_init(&out);
+    mrd_buf_append(&q, r->body.data ? (const char *)r->body.data : "", r->body.len);
+    mrd_buf_append(&q, "", 1);
+    mrd_json_quote(&out, (const char *)q.data);
+    printf("{\"seg\":%d,\"path\":\"%s\",\"status\":%d,\"body\":%.*s}\n", seg, path, r->status,
+           (int)out.len, out.data);
+    mrd_buf_free(&q);
+    mrd_buf_free(&out);
+}
+
+static int cmd_reset(ctx *c, const char *body, int seg)
+{
+    const topo_node *n = topo_segment_node(c->region, seg);
+    conn *k = &c->conns[seg];
+    resp r;
+    bool ok = call(k, n, c->tls, "POST", "/v1/reset", NULL, 0, body, strlen(body), &r);
+    print_answer(seg, "/v1/reset", &r);
+    mrd_buf_free(&r.body);
+    if (!ok || r.status != 200) return 0;
+    h2_header append_hdrs[] = {{"meridian-epoch", "1"}, {"meridian-pg", "0"}};
+    h2_header fence_hdrs[] = {{"meridian-epoch", "99"}, {"meridian-truncate-lsn", "1"}};
+    struct {
+        const char *method, *path;
+        const h2_header *hdrs;
+        size_t n;
+    } then[] = {{"GET", "/v1/page?page=0&lsn=1", NULL, 0},
+                {"POST", "/v1/append", append_hdrs, 2},
+                {"POST", "/v1/fence", fence_hdrs, 2}};
+    for (size_t i = 0; i < sizeof(then) / sizeof(then[0]); i++) {
+        call(k, n, c->tls, then[i].method, then[i].path, then[i].hdrs, then[i].n, "x", 1, &r);
+        print_answer(seg, then[i].path, &r);
+        mrd_buf_free(&r.body);
+    }
+    return 0;
+}
+
 static void parse_nodes(ctx *c, const char *list)
 {
     for (int seg = 0; seg < TOPO_STORAGE; seg++)
@@ -582,6 +627,9 @@ int main(int argc, char **argv)
     } else if (strcmp(cmd, "records") == 0) {
         parse_nodes(&c, n > 0 ? a[0] : NULL);
         rc = cmd_records(&c);
+    } else if (strcmp(cmd, "reset") == 0 && n >= 2 && a[1][0] >= '0' &&
+               a[1][0] < '0' + TOPO_STORAGE && a[1][1] == '\0') {
+        rc = cmd_reset(&c, a[0], a[1][0] - '0');
     } else if (strcmp(cmd, "get") == 0 && n >= 1) {
         parse_nodes(&c, n > 1 ? a[1] : NULL);
         rc = cmd_get(&c, a[0]);
