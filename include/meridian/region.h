@@ -155,6 +155,9 @@ typedef void (*rg_watch_cb)(rg_watch *w, const rg_state *st, int err, void *ud);
 /* Follows region `region`'s agent (its address in t) with long polls; tls may be NULL. */
 int rg_watch_start(uv_loop_t *loop, const topology *t, int region, h2_tls *tls, rg_watch_cb cb,
                    void *ud, rg_watch **out, mrd_msg *msg);
+/* Asks to be answered at once while the agent starts (agents asking each other: two
+ * agents starting together would otherwise each wait for the other's word). */
+void rg_watch_set_eager(rg_watch *w);
 /* The last state seen (NULL before the first), and when (monotonic ms; 0 never). */
 const rg_state *rg_watch_state(const rg_watch *w);
 uint64_t rg_watch_last_ok_ms(const rg_watch *w);

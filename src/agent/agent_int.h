@@ -104,6 +104,7 @@ typedef struct {
     h2_req *req;
     uint64_t after;    /* answered when the state's version differs */
     uint64_t until_ms; /* or then */
+    bool eager;        /* another agent: not held while this one starts */
 } ag_poll;
 
 struct agent {

@@ -123,7 +123,7 @@ static void answer_polls(agent *a, bool all)
     bool settled = now >= a->settle_until_ms;
     for (int i = 0; i < a->n_polls;) {
         ag_poll *p = &a->polls[i];
-        bool due = settled && (all || p->after != a->rs.version || now >= p->until_ms);
+        bool due = (settled || p->eager) && (all || p->after != a->rs.version || now >= p->until_ms);
         if (!due) {
             i++;
             continue;
@@ -137,15 +137,18 @@ static void answer_polls(agent *a, bool all)
 static void get_route(mrd_node *node, h2_req *req, void *ud)
 {
     agent *a = ud;
-    const char *q = strstr(h2_req_path(req), "?after=");
+    const char *path = h2_req_path(req);
+    const char *q = strstr(path, "?after=");
     uint64_t after = 0;
     bool wait = false;
     if (q != NULL) {
         char *end = NULL;
         after = strtoull(q + 7, &end, 10);
-        wait = end != q + 7 && *end == '\0';
+        wait = end != q + 7 && (*end == '\0' || strcmp(end, "&now=1") == 0);
     }
-    bool settled = mrd_now_ms() >= a->settle_until_ms;
+    /* another agent asks: what this one holds, at once, even while it starts */
+    bool eager = strstr(path, "now=1") != NULL;
+    bool settled = eager || mrd_now_ms() >= a->settle_until_ms;
     if (settled && (!wait || after != a->rs.version)) return answer(a, req);
     if (a->n_polls == AG_POLLS_MAX) {
         if (!settled)
@@ -153,7 +156,10 @@ static void get_route(mrd_node *node, h2_req *req, void *ud)
         return answer(a, req);
     }
     a->polls[a->n_polls++] =
-        (ag_poll){.req = req, .after = wait ? after : UINT64_MAX, .until_ms = mrd_now_ms() + RG_POLL_HOLD_MS};
+        (ag_poll){.req = req,
+                  .after = wait ? after : UINT64_MAX,
+                  .until_ms = mrd_now_ms() + RG_POLL_HOLD_MS,
+                  .eager = eager};
     h2_req_set_ud(req, &a->polls);
 }
 
@@ -321,6 +327,7 @@ void ag_region_tick(agent *a, uint64_t now)
         for (int i = 0; i < a->node->topo.region_count; i++)
             if (i != a->region_idx && !a->peer_heard[i]) all = false;
         if (all) a->settle_until_ms = now;
+        if (all) MRD_INFO("region_settled", "reason=\"every other region's agent answered\"");
     }
     answer_polls(a, false);
     ag_monitor_tick(a, now);
@@ -350,6 +357,7 @@ int ag_region_start(agent *a, mrd_msg *msg)
         if (i == a->region_idx) continue;
         rc = rg_watch_start(a->node->loop, &a->node->topo, i, a->client_tls, peer_state, a,
                             &a->peers[i], msg);
+        if (rc == 0) rg_watch_set_eager(a->peers[i]);
     }
     return rc;
 }

@@ -11,7 +11,7 @@
 
 #include "meridian/region.h"
 
-#define RG_WATCH_RETRY_MS 100u
+#define RG_WATCH_RETRY_MS 25u
 #define RG_WATCH_TIMEOUT_MS (RG_POLL_HOLD_MS + 2000u)
 
 struct rg_watch {
@@ -33,6 +33,7 @@ struct rg_watch {
     uint64_t retry_at_ms;
     uv_timer_t timer;
     bool stopped;
+    bool eager; /* ask with now=1: an agent answers at once even while it starts */
 };
 
 static void on_connect(h2_client *c, int status, void *ud);
@@ -92,9 +93,10 @@ static void ask(rg_watch *w)
 {
     char path[64];
     if (w->have)
-        snprintf(path, sizeof(path), "/v1/region?after=%" PRIu64, w->st.version);
+        snprintf(path, sizeof(path), "/v1/region?after=%" PRIu64 "%s", w->st.version,
+                 w->eager ? "&now=1" : "");
     else
-        snprintf(path, sizeof(path), "/v1/region");
+        snprintf(path, sizeof(path), "/v1/region%s", w->eager ? "?now=1" : "");
     w->status = 0;
     w->body.len = 0;
     w->sent_ms = mrd_now_ms();
@@ -169,6 +171,11 @@ int rg_watch_start(uv_loop_t *loop, const topology *t, int region, h2_tls *tls, 
     uv_timer_start(&w->timer, on_timer, 0, 20);
     *out = w;
     return 0;
+}
+
+void rg_watch_set_eager(rg_watch *w)
+{
+    w->eager = true;
 }
 
 const rg_state *rg_watch_state(const rg_watch *w)
