@@ -9,6 +9,7 @@
  * and appended to DATA/failover.log.
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,14 +108,36 @@ static void ask_writer(ctl_ctx *ctx, int r, rg_view *v)
     h2_result_free(&res);
 }
 
+typedef struct {
+    ctl_ctx *ctx;
+    int region;
+    rg_view *view;
+    fo_extra *extra;
+} fo_ask;
+
+static void *ask_region(void *arg)
+{
+    fo_ask *q = arg;
+    memset(q->view, 0, sizeof(*q->view));
+    memset(q->extra, 0, sizeof(*q->extra));
+    ask_agent(q->ctx, q->region, q->view, q->extra);
+    if (q->view->reachable) ask_writer(q->ctx, q->region, q->view);
+    return NULL;
+}
+
+/* Every region at once (a thread each): one round costs the slowest region's answers. */
 static void observe(ctl_ctx *ctx, rg_view *views, fo_extra *extra)
 {
+    fo_ask q[TOPO_REGIONS_MAX];
+    pthread_t th[TOPO_REGIONS_MAX];
+    bool started[TOPO_REGIONS_MAX] = {false};
     for (int r = 0; r < ctx->topo->region_count; r++) {
-        memset(&views[r], 0, sizeof(views[r]));
-        memset(&extra[r], 0, sizeof(extra[r]));
-        ask_agent(ctx, r, &views[r], &extra[r]);
-        if (views[r].reachable) ask_writer(ctx, r, &views[r]);
+        q[r] = (fo_ask){.ctx = ctx, .region = r, .view = &views[r], .extra = &extra[r]};
+        started[r] = pthread_create(&th[r], NULL, ask_region, &q[r]) == 0;
+        if (!started[r]) ask_region(&q[r]);
     }
+    for (int r = 0; r < ctx->topo->region_count; r++)
+        if (started[r]) pthread_join(th[r], NULL);
 }
 
 static int post_state(ctl_ctx *ctx, int r, const rg_state *s, const char *reason, mrd_msg *msg)
