@@ -1,7 +1,11 @@
 /*
- * `meridian lag`: asks the primary region's agent for its /v1/status and
- * prints every region's replication lag as the primary measures it.
+ * `meridian lag`: asks the current primary region's agent for its /v1/status
+ * and prints every region's replication lag as the primary measures it. The
+ * current primary is the one of the highest epoch the regions' agents report
+ * (src/ctl/regions.c), so the command follows switchovers and failovers; the
+ * topology's primary is asked only when no agent says.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -49,9 +53,11 @@ static void print_region(FILE *out, const mrd_json_doc *doc, const mrd_json *r, 
     mrd_buf_free(&b);
 }
 
-static int lag_once(ctl_ctx *ctx, bool json, mrd_msg *msg)
+static int lag_once(ctl_ctx *ctx, ctl_regions *g, bool json, mrd_msg *msg)
 {
-    const topo_node *agent = &ctx->topo->regions[ctx->topo->primary_region].agent;
+    ctl_regions_ask(ctx, CTL_STATUS_TIMEOUT_MS, g);
+    const char *primary = ctx->topo->regions[g->primary].name;
+    const topo_node *agent = &ctx->topo->regions[g->primary].agent;
     h2_result res;
     memset(&res, 0, sizeof(res));
     int rc = ctl_fetch(ctx, agent, "GET", "/v1/status", NULL, 0, CTL_STATUS_TIMEOUT_MS, &res, msg);
@@ -69,11 +75,15 @@ static int lag_once(ctl_ctx *ctx, bool json, mrd_msg *msg)
                         agent->id);
     }
     FILE *out = ctx->out;
-    if (json)
-        fprintf(out, "{\"primary\":\"%s\",\"regions\":[", ctx->topo->primary);
-    else
+    if (json) {
+        fprintf(out, "{\"primary\":\"%s\",", primary);
+        if (g->highest >= 0)
+            fprintf(out, "\"global_epoch\":%" PRIu64 ",", ctl_regions_highest(g)->epoch);
+        fprintf(out, "\"regions\":[");
+    } else {
         fprintf(out, "%-12s %-10s %10s %10s %12s %14s  %s\n", "REGION", "ROLE", "LAG_MS", "LSN_GAP",
                 "BYTES_GAP", "DURABLE_LSN", "STREAM");
+    }
     bool first = true;
     for (const mrd_json *r = mrd_json_first(&doc, regions); r != NULL;
          r = mrd_json_next(&doc, r), first = false)
@@ -86,8 +96,9 @@ static int lag_once(ctl_ctx *ctx, bool json, mrd_msg *msg)
 
 int ctl_lag(ctl_ctx *ctx, bool json, bool watch, mrd_msg *msg)
 {
+    static ctl_regions g;
     for (;;) {
-        int rc = lag_once(ctx, json, msg);
+        int rc = lag_once(ctx, &g, json, msg);
         if (rc != 0 || !watch) return rc;
         ctl_sleep_ms(LAG_WATCH_MS);
     }

@@ -1,4 +1,9 @@
-/* `meridian sql`: one SQL request to an endpoint, the answer as a table or JSON. */
+/*
+ * `meridian sql`: one SQL request to an endpoint, the answer as a table or
+ * JSON. Without --region the endpoint is the current primary region's: the
+ * primary of the highest epoch the regions' agents report (src/ctl/regions.c),
+ * or the topology's primary when no agent answers.
+ */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,25 +55,39 @@ static int parse(int argc, char **argv, sql_args *a)
     return 0;
 }
 
-/* The address of the endpoint asked for, in the region asked for. */
-static int endpoint_addr(const topology *topo, const sql_args *a, topo_addr *out, mrd_msg *msg)
+/* The region to send to: --region, else the current primary (asking the agents). */
+static int pick_region(const ctl_ctx *ctx, const sql_args *a, int *out, mrd_msg *msg)
 {
-    int ri = topo->primary_region;
     if (a->region != NULL) {
-        ri = -1;
-        for (int i = 0; i < topo->region_count; i++)
-            if (strcmp(topo->regions[i].name, a->region) == 0) ri = i;
-        if (ri < 0) return mrd_fail(msg, MRD_ENOTFOUND, "--region %s: no such region", a->region);
+        *out = ctl_region_index(ctx->topo, a->region);
+        if (*out < 0) return mrd_fail(msg, MRD_ENOTFOUND, "--region %s: no such region", a->region);
+        return 0;
     }
-    const topo_region *r = &topo->regions[ri];
+    static ctl_regions g;
+    ctl_regions_ask(ctx, CTL_STATUS_TIMEOUT_MS, &g);
+    *out = g.primary;
+    return 0;
+}
+
+/* The address of the endpoint asked for, in the region asked for. */
+static int endpoint_addr(const ctl_ctx *ctx, const sql_args *a, topo_addr *out, mrd_msg *msg)
+{
+    const topology *topo = ctx->topo;
     const char *e = a->endpoint;
-    if (strncmp(e, "instance:", 9) == 0) {
+    bool instance = strncmp(e, "instance:", 9) == 0;
+    int ri = 0;
+    if (a->region != NULL || !instance) { /* an instance needs no region: ask no agent */
+        int rc = pick_region(ctx, a, &ri, msg);
+        if (rc != 0) return rc;
+    }
+    if (instance) {
         const topo_node *n = topo_find(topo, e + 9);
         if (n == NULL || (n->role != TOPO_ROLE_WRITER && n->role != TOPO_ROLE_READER))
             return mrd_fail(msg, MRD_ENOTFOUND, "--endpoint %s: no such instance", e);
         *out = n->addr;
         return 0;
     }
+    const topo_region *r = &topo->regions[ri];
     for (int i = 0; i < r->router_count; i++) {
         const topo_router *rt = &r->routers[i];
         if (strcmp(e, "cluster") == 0 && rt->has_cluster) return *out = rt->cluster, 0;
@@ -218,7 +237,7 @@ int ctl_sql_main(int argc, char **argv)
         rc = ctl_init(&ctx, &topo, a.topology, data, &msg);
     }
     topo_addr addr;
-    if (rc == 0) rc = endpoint_addr(&topo, &a, &addr, &msg);
+    if (rc == 0) rc = endpoint_addr(&ctx, &a, &addr, &msg);
     mrd_buf body;
     mrd_buf_init(&body);
     h2_result res;
