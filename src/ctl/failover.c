@@ -249,7 +249,10 @@ int ctl_failover(ctl_ctx *ctx, const char *to, bool allow_loss, bool json, uint6
         }
         char line[MRD_MSG_MAX + 32];
         snprintf(line, sizeof(line), "%s|%s", step.name, step.why);
-        if (strcmp(line, last) != 0 && step.kind != RG_STEP_DONE) {
+        /* an agent restarting into its new role does not answer for a moment: not news */
+        bool transient = step.kind == RG_STEP_FAIL &&
+                         (fail_since == 0 || mrd_now_ms() - fail_since < FO_FAIL_GRACE_MS);
+        if (strcmp(line, last) != 0 && step.kind != RG_STEP_DONE && !transient) {
             progress(ctx, log, json, t0, step.name, step.why);
             snprintf(last, sizeof(last), "%s", line);
         }
