@@ -82,7 +82,9 @@ void ag_rejoin_start(agent *a, uint64_t head)
     say(a, "the volume holds LSNs %" PRIu64 "..%" PRIu64 " of an older history (epoch %" PRIu64
            " forks after %" PRIu64 "): saving them",
         a->rs.fork_lsn + 1, head, a->rs.epoch, a->rs.fork_lsn);
-    if (ag_fill_tail(a, a->rs.fork_lsn, head) != 0) a->rejoin_next_ms = mrd_now_ms() + RJ_RETRY_MS;
+    /* ag_rejoin_tail_read goes on from the fill's end */
+    a->rejoin_next_ms = ag_fill_tail(a, a->rs.fork_lsn, head) == 0 ? UINT64_MAX
+                                                                    : mrd_now_ms() + RJ_RETRY_MS;
 }
 
 /* ---- step 1: the file ------------------------------------------------------------------- */
@@ -153,6 +155,7 @@ void ag_rejoin_tail_read(agent *a, bool ok, const ag_rec *recs, uint32_t n, uint
              "path=%s after=%" PRIu64 " to=%" PRIu64 " records=%u commits=%" PRIu64,
              a->divergent_path, a->divergent_after, end, n, a->divergent_commits);
     a->rejoin_step = RJ_WRITER;
+    a->rejoin_next_ms = mrd_now_ms();
     say(a, "divergent tail saved to %s (%" PRIu64 " commits); waiting for the region's writer to stand by",
         a->divergent_path, a->divergent_commits);
 }
@@ -295,11 +298,11 @@ void ag_rejoin_tick(agent *a, uint64_t now)
         return;
     }
     if (now < a->rejoin_next_ms) return;
-    if (a->rejoin_step == RJ_READ) {
-        if (a->fill == NULL && ag_fill_tail(a, a->rs.fork_lsn, a->rejoin_head) != 0)
-            a->rejoin_next_ms = now + RJ_RETRY_MS;
-        else
-            a->rejoin_next_ms = UINT64_MAX; /* ag_rejoin_tail_read goes on */
+    if (a->rejoin_step == RJ_READ) { /* a failed read or save, tried again */
+        if (a->fill == NULL)
+            a->rejoin_next_ms = ag_fill_tail(a, a->rs.fork_lsn, a->rejoin_head) == 0
+                                    ? UINT64_MAX
+                                    : now + RJ_RETRY_MS;
         return;
     }
     if (a->rejoin_step == RJ_DONE) {
