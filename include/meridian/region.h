@@ -155,6 +155,13 @@ typedef void (*rg_watch_cb)(rg_watch *w, const rg_state *st, int err, void *ud);
 /* Follows region `region`'s agent (its address in t) with long polls; tls may be NULL. */
 int rg_watch_start(uv_loop_t *loop, const topology *t, int region, h2_tls *tls, rg_watch_cb cb,
                    void *ud, rg_watch **out, mrd_msg *msg);
+/*
+ * Drops the question in flight (its answer may have waited in a socket while this
+ * process was stopped) and asks with fresh=1: the agent answers once it has heard from
+ * every other region's agent again. The answer is reported even when nothing changed;
+ * a failure is reported as usual.
+ */
+void rg_watch_refresh(rg_watch *w);
 /* Asks to be answered at once while the agent starts (agents asking each other: two
  * agents starting together would otherwise each wait for the other's word). */
 void rg_watch_set_eager(rg_watch *w);

@@ -51,6 +51,10 @@ typedef struct {
     rg_inst_mode mode;  /* RG_INST_WRITER, RG_INST_DRAINED or RG_INST_STANDBY */
     uint64_t epoch_min; /* the volume epoch to open at, at least (rg_volume_epoch_min) */
     uint64_t global_epoch;
+    /* Asks for the region state afresh (rg_watch_refresh): called when the writer finds
+     * it was stopped or starved for a while; writer_region_changed then confirms it. */
+    void (*confirm)(void *ud);
+    void *confirm_ud;
 } writer_options;
 
 /*

@@ -172,6 +172,7 @@ struct agent {
     ag_poll polls[AG_POLLS_MAX];
     int n_polls;
     uint64_t settle_until_ms; /* answers wait for the other regions' word until then */
+    uint64_t last_tick_ms;    /* a tick much later than AG_TICK_MS: the agent was stopped */
     rg_watch *peers[TOPO_REGIONS_MAX];
     bool peer_heard[TOPO_REGIONS_MAX];
     uint64_t last_cpl_lsn;     /* secondary: the newest commit received */

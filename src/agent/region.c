@@ -16,7 +16,8 @@
 #include "agent_int.h"
 
 #define AG_SETTLE_MS 1500u /* at start, answers wait this long for the other regions' word */
-#define AG_RESTART_DELAY_MS 20u /* a change of role restarts the agent after its answer left */
+#define AG_RESTART_DELAY_MS 20u
+#define AG_STALL_MS 1000u /* a tick this late: the process was stopped or starved */ /* a change of role restarts the agent after its answer left */
 
 static int region_of(const topology *t, const char *name)
 {
@@ -134,9 +135,34 @@ static void answer_polls(agent *a, bool all)
     }
 }
 
+/*
+ * What this agent holds may be old: it was stopped or starved (a tick came late), or an
+ * instance that was stopped asks with fresh=1. Until every other region's agent has
+ * answered anew (or failed to), answers to instances wait, as at start.
+ */
+static void refresh(agent *a, const char *why)
+{
+    uint64_t now = mrd_now_ms();
+    if (a->node->topo.region_count < 2) return;
+    if (now < a->settle_until_ms) return; /* already waiting for the others' word */
+    MRD_INFO("region_refresh", "reason=\"%s\"", why);
+    a->settle_until_ms = now + AG_SETTLE_MS;
+    for (int i = 0; i < a->node->topo.region_count; i++) {
+        a->peer_heard[i] = false;
+        if (a->peers[i] != NULL) rg_watch_refresh(a->peers[i]);
+    }
+}
+
+static bool stalled(agent *a)
+{
+    return a->last_tick_ms != 0 && mrd_now_ms() - a->last_tick_ms > AG_STALL_MS;
+}
+
 static void get_route(mrd_node *node, h2_req *req, void *ud)
 {
     agent *a = ud;
+    if (strstr(h2_req_path(req), "fresh=1") != NULL) refresh(a, "an instance asks afresh");
+    if (stalled(a)) refresh(a, "this agent was stopped or starved");
     const char *path = h2_req_path(req);
     const char *q = strstr(path, "?after=");
     uint64_t after = 0;
@@ -322,6 +348,8 @@ static void peer_state(rg_watch *w, const rg_state *st, int err, void *ud)
 
 void ag_region_tick(agent *a, uint64_t now)
 {
+    if (stalled(a)) refresh(a, "this agent was stopped or starved");
+    a->last_tick_ms = now;
     if (now < a->settle_until_ms) {
         bool all = true;
         for (int i = 0; i < a->node->topo.region_count; i++)

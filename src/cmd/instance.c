@@ -67,6 +67,12 @@ static void sql_starting(mrd_node *node, h2_req *req, void *ud)
                    "is the writer or a reader");
 }
 
+static void confirm(void *ud)
+{
+    instance *in = ud;
+    if (in->watch != NULL) rg_watch_refresh(in->watch);
+}
+
 static void start(instance *in, const rg_state *st)
 {
     mrd_node *node = in->node;
@@ -83,7 +89,9 @@ static void start(instance *in, const rg_state *st)
         node->role = TOPO_ROLE_WRITER;
         writer_options o = {.mode = m,
                             .global_epoch = st->epoch,
-                            .epoch_min = st->epoch > 0 ? rg_volume_epoch_min(st->epoch) : 0};
+                            .epoch_min = st->epoch > 0 ? rg_volume_epoch_min(st->epoch) : 0,
+                            .confirm = confirm,
+                            .confirm_ud = in};
         rc = writer_start(node, &o, &in->w, &msg);
     }
     if (rc != 0) {

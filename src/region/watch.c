@@ -34,6 +34,9 @@ struct rg_watch {
     uv_timer_t timer;
     bool stopped;
     bool eager; /* ask with now=1: an agent answers at once even while it starts */
+    bool fresh_next;   /* rg_watch_refresh: the next question asks fresh=1 ... */
+    bool report_next;  /* ... and its answer is reported even when nothing changed */
+    bool dropping;     /* the call in flight was dropped by a refresh: its end is not news */
 };
 
 static void on_connect(h2_client *c, int status, void *ud);
@@ -42,6 +45,7 @@ static const h2_client_cbs client_cbs = {.on_connect = on_connect, .on_disconnec
 
 static void failed(rg_watch *w, int err)
 {
+    if (w->report_next) w->fresh_next = true; /* a refresh not answered yet: ask fresh again */
     w->closing_client = w->client != NULL;
     w->retry_at_ms = mrd_now_ms() + RG_WATCH_RETRY_MS;
     if (!w->stopped) w->cb(w, NULL, err, w->ud);
@@ -63,6 +67,11 @@ static void on_close(h2_call *call, int error, void *ud)
     rg_watch *w = ud;
     w->call = NULL;
     if (w->stopped) return;
+    if (w->dropping) { /* a refresh dropped it: ask again at once */
+        w->dropping = false;
+        w->retry_at_ms = 0;
+        return;
+    }
     if (error != 0 || w->status != 200) {
         if (error == 0)
             MRD_WARN("region_watch_refused", "region=%s status=%d",
@@ -80,7 +89,9 @@ static void on_close(h2_call *call, int error, void *ud)
     }
     w->last_ok_ms = mrd_now_ms();
     bool changed = !w->have || s.version != w->st.version || s.epoch != w->st.epoch ||
-                   strcmp(s.primary, w->st.primary) != 0 || strcmp(s.writer, w->st.writer) != 0;
+                   strcmp(s.primary, w->st.primary) != 0 || strcmp(s.writer, w->st.writer) != 0 ||
+                   (w->report_next && !w->fresh_next);
+    if (!w->fresh_next) w->report_next = false;
     w->have = true;
     w->st = s;
     if (changed) w->cb(w, &w->st, 0, w->ud);
@@ -92,7 +103,11 @@ static const h2_call_cbs call_cbs = {.on_response = on_response, .on_data = on_d
 static void ask(rg_watch *w)
 {
     char path[64];
-    if (w->have)
+    if (w->fresh_next) { /* what the agent holds once it has heard from the others again;
+                          * agents asking each other: what it holds now (no cascade) */
+        w->fresh_next = false;
+        snprintf(path, sizeof(path), "/v1/region?%s", w->eager ? "now=1" : "fresh=1");
+    } else if (w->have)
         snprintf(path, sizeof(path), "/v1/region?after=%" PRIu64 "%s", w->st.version,
                  w->eager ? "&now=1" : "");
     else
@@ -171,6 +186,16 @@ int rg_watch_start(uv_loop_t *loop, const topology *t, int region, h2_tls *tls, 
     uv_timer_start(&w->timer, on_timer, 0, 20);
     *out = w;
     return 0;
+}
+
+void rg_watch_refresh(rg_watch *w)
+{
+    w->fresh_next = true;
+    w->report_next = true;
+    if (w->call != NULL) {
+        w->dropping = true;
+        h2_call_cancel(w->call);
+    }
 }
 
 void rg_watch_set_eager(rg_watch *w)

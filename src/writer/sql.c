@@ -78,7 +78,9 @@ static void durable(vol *v, uint64_t lsn, void *ud)
 {
     sql_job *j = ud;
     writer *w = j->w;
-    if (j->wrote && wr_rpo_blocked(w)) { /* durable here, not acknowledged: the RPO holds it */
+    /* durable here, not acknowledged: the RPO holds it; or this writer was stopped and may
+     * have been deposed meanwhile: it holds every answer until the region says it is not */
+    if ((j->wrote && wr_rpo_blocked(w)) || wr_stalled(w)) {
         j->next = w->held;
         w->held = j;
         w->n_held++;
@@ -87,9 +89,25 @@ static void durable(vol *v, uint64_t lsn, void *ud)
     answer(j);
 }
 
+void wr_held_drop(writer *w)
+{
+    while (w->held != NULL) {
+        sql_job *j = w->held;
+        w->held = j->next;
+        w->n_held--;
+        h2_req *req = j->req;
+        j->req = NULL;
+        if (req != NULL) {
+            h2_req_set_ud(req, NULL); /* its close hook finds nothing of it */
+            h2_req_reset(req, 0x2 /* INTERNAL_ERROR: the outcome is unknown */);
+        }
+        job_free(j);
+    }
+}
+
 void wr_rpo_release(writer *w)
 {
-    if (wr_rpo_blocked(w)) return;
+    if (wr_rpo_blocked(w) || w->stalled) return;
     while (w->held != NULL) {
         sql_job *j = w->held;
         w->held = j->next;

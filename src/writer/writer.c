@@ -140,7 +140,13 @@ static void stop_fn(mrd_node *node, void *ud)
 {
     writer *w = ud;
     w->stopping = true;
+    if (w->stalled) wr_held_drop(w); /* deposed, perhaps: not acknowledged */
     wr_rpo_stop(w); /* held answers leave: they are durable */
+    if (w->beat_running) {
+        w->beat_running = false;
+        uv_timer_stop(&w->beat);
+        uv_close((uv_handle_t *)&w->beat, NULL);
+    }
     wr_sql_drop_pending(w);
     wr_streams_end(w);
     wr_store_on_vdl(w); /* blocked commits fail: the SQL thread can finish */
@@ -170,6 +176,26 @@ static void register_metrics(writer *w)
                                        "Writes refused because no secondary was within the RPO.");
 }
 
+bool wr_stalled(writer *w)
+{
+    if (!w->stalled && w->beat_ms != 0 && mrd_now_ms() - w->beat_ms > WRITER_STALL_MS) {
+        w->stalled = true;
+        MRD_WARN("writer_stalled",
+                 "silent_ms=%llu reason=\"this process was stopped or starved: answers wait "
+                 "until the region state is confirmed afresh\"",
+                 (unsigned long long)(mrd_now_ms() - w->beat_ms));
+        if (w->confirm != NULL) w->confirm(w->confirm_ud);
+    }
+    return w->stalled;
+}
+
+static void on_beat(uv_timer_t *t)
+{
+    writer *w = t->data;
+    wr_stalled(w);
+    w->beat_ms = mrd_now_ms();
+}
+
 void writer_region_changed(writer *w, const rg_state *st)
 {
     rg_inst_mode m = rg_inst_mode_of(st, w->node->self->id);
@@ -180,6 +206,12 @@ void writer_region_changed(writer *w, const rg_state *st)
             MRD_INFO(m == RG_INST_DRAINED ? "writer_draining" : "writer_undrained",
                      "epoch=%llu op_to=%s", (unsigned long long)st->epoch, st->op_to);
         w->mode = m;
+        if (w->stalled) { /* the region says, afresh, that this is still its writer */
+            w->stalled = false;
+            MRD_INFO("writer_confirmed", "epoch=%llu held_answers=%u",
+                     (unsigned long long)st->epoch, w->n_held);
+            wr_rpo_release(w);
+        }
         return;
     }
     if (m == w->mode && st->epoch == w->global_epoch) return;
@@ -218,7 +250,14 @@ int writer_start(mrd_node *node, const writer_options *o, writer **out, mrd_msg 
     w->region = &node->topo.regions[node->self->region];
     w->mode = o->mode;
     w->global_epoch = o->global_epoch;
+    w->confirm = o->confirm;
+    w->confirm_ud = o->confirm_ud;
     if (o->mode == RG_INST_STANDBY) return writer_standby(w, out);
+    uv_timer_init(node->loop, &w->beat);
+    w->beat.data = w;
+    w->beat_ms = mrd_now_ms();
+    uv_timer_start(&w->beat, on_beat, WRITER_BEAT_MS, WRITER_BEAT_MS);
+    w->beat_running = true;
     w->max_pages = (uint64_t)QUORUM_PGS_MAX * (node->topo.pg_size_bytes / node->topo.page_size);
     register_metrics(w);
     w->m_refused = mrd_metric_add(&node->metrics, MRD_COUNTER, "meridian_fenced_requests_total",

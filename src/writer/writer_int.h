@@ -75,7 +75,22 @@ struct writer {
     rg_inst_mode mode;     /* WRITER, DRAINED or STANDBY */
     uint64_t global_epoch; /* the region state's epoch this writer runs under */
     mrd_metric *m_refused; /* requests refused: draining, standing by, fenced */
+    /* stalls (writer.c): a process stopped (SIGSTOP, a frozen VM) may wake up deposed */
+    uv_timer_t beat;
+    bool beat_running;
+    uint64_t beat_ms;      /* the beat timer last ran then */
+    bool stalled;          /* answers held until the region state is confirmed afresh */
+    void (*confirm)(void *ud);
+    void *confirm_ud;
 };
+
+#define WRITER_BEAT_MS 100u
+#define WRITER_STALL_MS 1000u /* no beat for this long: the process was stopped or starved */
+
+/* Whether answers must wait for a fresh word of the region state (a stall was seen). */
+bool wr_stalled(writer *w);
+/* Drops held answers without answering (their outcome is unknown to the client). */
+void wr_held_drop(writer *w);
 
 /* A draining writer has nothing in flight: every answer it owes is out. */
 bool wr_drained(const writer *w);

@@ -14,6 +14,9 @@
   where the new history forks; every acknowledged transfer at or below the fork
   is in r2, every one above it is in the divergent tail the old primary saves
   when it returns; it then refuses writes, rejoins and equals r2.
+- frozen_primary: the whole primary region freezes (SIGSTOP) with a commit in flight and
+  is failed over from; when it wakes up, its writer sees it was stopped and holds the
+  answer until the region state is confirmed afresh: the commit is never acknowledged.
 - writer_kill: kill -9 of the writer under load: a reader takes over (priority
   tier), every acknowledged transfer is there, the old writer returns as a reader.
 """
@@ -372,6 +375,53 @@ def unplanned_failover():
         env.cleanup()
 
 
+def frozen_primary():
+    """A commit in flight when the whole primary region froze is not acknowledged after it
+    wakes up deposed: the writer sees it was stopped and holds every answer until its
+    agent, having heard from the other regions again, confirms it is still the writer."""
+    env = mtest.Env(BIN, regions=("r1", "r2"), tls=False, readers=1)
+    try:
+        env.cli("up", "--timeout-ms", "30000")
+        addrs = addresses(env)
+        code, body = post_sql(env, addrs["r1-w1"], "CREATE TABLE t (x INTEGER)")
+        assert code == 200, body
+        mtest.wait_for("r2 caught up", lambda: equal_checksums(env, addrs, "r1", "r2"),
+                       timeout=30)
+        pids = env.pids()
+        r1 = {i: p for i, p in pids.items() if i.startswith("r1-")}
+        storage = [p for i, p in r1.items() if "-s" in i]
+        for pid in storage:  # the commit below cannot become durable while they sleep
+            os.kill(pid, signal.SIGSTOP)
+        inflight = subprocess.Popen(
+            ["curl", "-sS", "--max-time", "60", *env.curl_args(), "-o", "/dev/null", "-w",
+             "%{http_code}", "-X", "POST", "-H", "content-type: application/json", "--data",
+             json.dumps({"sql": "INSERT INTO t VALUES (42)"}),
+             env.url(addrs["r1-w1"], "/v1/sql")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        rest = [p for i, p in r1.items() if "-s" not in i]
+        for pid in rest:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            env.cli("failover", "--to", "r2", "--allow-data-loss", timeout=120)
+            time.sleep(1.5)  # well past the writer's stall threshold
+        finally:
+            for pid in storage + rest:
+                os.kill(pid, signal.SIGCONT)
+        out, err = inflight.communicate(timeout=90)
+        assert out.strip() != "200", ("a deposed writer acknowledged a commit", out, err)
+        log = open(os.path.join(env.data, "r1-w1", "meridiand.log")).read()
+        assert "writer_stalled" in log, log[-3000:]
+        mtest.wait_for("r1 rejoined and caught up",
+                       lambda: equal_checksums(env, addrs, "r2", "r1"), timeout=90)
+        code, body = post_sql(env, addrs["r2-w1"], "SELECT count(*) FROM t WHERE x = 42")
+        assert code == 200 and json.loads(body)["results"][0]["rows"][0][0] == 0, body
+        print(f"the in-flight commit got {out.strip() or err.strip()[:80]!r}, not 200")
+        assert not env.sanitizer_reports(), env.sanitizer_reports()
+    finally:
+        env.cleanup()
+
+
 def writer_kill():
     env = mtest.Env(BIN, regions=("r1",), tls=False, readers=2)
     try:
@@ -403,4 +453,5 @@ def writer_kill():
 
 if __name__ == "__main__":
     mtest.run_tests([("switchover_bank", switchover_bank), ("switchover_crash", switchover_crash),
-                     ("unplanned_failover", unplanned_failover), ("writer_kill", writer_kill)])
+                     ("unplanned_failover", unplanned_failover),
+                     ("frozen_primary", frozen_primary), ("writer_kill", writer_kill)])
