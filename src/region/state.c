@@ -93,7 +93,10 @@ int rg_state_from_json(const topology *t, const mrd_json_doc *doc, const mrd_jso
     for (const mrd_json *m = mrd_json_first(&d, root); m != NULL; m = mrd_json_next(&d, m)) {
         const char *k = mrd_json_key(&d, m);
         uint64_t *u = NULL;
-        if (strcmp(k, "region") == 0) {
+        if (strlen(k) != m->key_len) {
+            /* "epoch\u0000" would pass for "epoch", past the parser's duplicate check */
+            rc = mrd_fail(msg, MRD_EINVAL, "region state: unknown key \"%s\\u0000...\"", k);
+        } else if (strcmp(k, "region") == 0) {
             have_region = true;
         } else if (strcmp(k, "primary") == 0) {
             rc = get_name(t, &d, m, k, s.primary, false, -1, msg);
@@ -105,6 +108,7 @@ int rg_state_from_json(const topology *t, const mrd_json_doc *doc, const mrd_jso
             rc = get_name(t, &d, m, k, s.op_to, false, -1, msg);
         } else if (strcmp(k, "op") == 0) {
             const char *o = m->kind == MRD_JSON_STRING ? mrd_json_str(&d, m) : "";
+            if (strlen(o) != m->str_len) o = ""; /* "none\u0000x" is no op name */
             int found = -1;
             for (int i = 0; i < 2; i++)
                 if (strcmp(o, op_names[i]) == 0) found = i;
@@ -140,9 +144,11 @@ int rg_state_from_json(const topology *t, const mrd_json_doc *doc, const mrd_jso
                       !have_primary ? "primary" : "writer");
         goto out;
     }
-    if (s.epoch > UINT64_MAX / RG_EPOCH_STEP - 1) {
-        rc = mrd_fail(msg, MRD_EINVAL, "region state: \"epoch\" %" PRIu64 " is too large",
-                      s.epoch);
+    /* an operation's epoch becomes a state's epoch when its target is promoted */
+    if (s.epoch > UINT64_MAX / RG_EPOCH_STEP - 1 || s.op_epoch > UINT64_MAX / RG_EPOCH_STEP - 1) {
+        bool op = s.epoch <= UINT64_MAX / RG_EPOCH_STEP - 1;
+        rc = mrd_fail(msg, MRD_EINVAL, "region state: \"%s\" %" PRIu64 " is too large",
+                      op ? "op_epoch" : "epoch", op ? s.op_epoch : s.epoch);
         goto out;
     }
     if (s.op != RG_OP_NONE && (s.op_to[0] == '\0' || s.op_epoch <= s.epoch)) {
