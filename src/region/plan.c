@@ -114,7 +114,12 @@ static void finish(const rg_plan_req *req, const rg_view *views, const rg_state 
     for (int r = 0; r < t->region_count; r++) {
         if (r == T || !views[r].reachable) continue;
         const rg_state *o = &views[r].st;
-        if (o->epoch == g && strcmp(o->primary, tn) == 0 && o->op == RG_OP_NONE) continue;
+        /* the fork too: a region that learned epoch g from a peer before the fork step
+         * holds the fork of the promotion, and would take its own records above it for a
+         * divergent tail */
+        if (o->epoch == g && strcmp(o->primary, tn) == 0 && o->op == RG_OP_NONE &&
+            o->fork_lsn == tv->st.fork_lsn)
+            continue;
         if (o->epoch > g)
             return say(out, RG_STEP_FAIL, "tell", "%s is at epoch %" PRIu64 ", above %" PRIu64,
                        t->regions[r].name, o->epoch, g);
@@ -146,7 +151,13 @@ void rg_plan(const rg_plan_req *req, const rg_view *views, rg_step *out)
         return finish(req, views, h, out);
     }
     if (req->allow_loss) {
-        rg_state s = moved(&tv->st, h->epoch + 1, tn, tv->vdl);
+        /* above any switchover's epoch too: its target may have been promoted at op_epoch
+         * and not answer now; the same epoch again would make two primaries of it */
+        uint64_t g = h->epoch;
+        for (int r = 0; r < n; r++)
+            if (views[r].reachable && views[r].st.op != RG_OP_NONE && views[r].st.op_epoch > g)
+                g = views[r].st.op_epoch;
+        rg_state s = moved(&tv->st, g + 1, tn, tv->vdl);
         return set(out, T, &s, "promote",
                    "%s is primary at epoch %" PRIu64 " with what it holds (LSN %" PRIu64 ")", tn,
                    s.epoch, tv->vdl);
