@@ -264,10 +264,14 @@ int ag_region_apply(agent *a, const rg_state *n, const char *reason, mrd_msg *ms
              reason, s.epoch, s.primary, s.writer, s.fork_lsn, (int)s.op, s.op_to, s.version);
     answer_polls(a, true);
     bool primary_now = strcmp(s.primary, s.region) == 0;
-    if (primary_now != a->primary) {
+    /* a new role, or a secondary's new primary (its replica must check for a divergent
+     * tail against the new fork and resume from the new primary): restart */
+    bool new_primary = !primary_now && strcmp(old.primary, s.primary) != 0;
+    if (primary_now != a->primary || new_primary) {
         /* from the tick, once the answers to this change have left */
-        a->restart_why = primary_now ? "this region is now the primary"
-                                     : "this region is now a secondary";
+        a->restart_why = primary_now   ? "this region is now the primary"
+                         : new_primary ? "this secondary follows a new primary"
+                                       : "this region is now a secondary";
         uv_timer_start(&a->soon, restart_soon, AG_RESTART_DELAY_MS, 0);
         return 0;
     }
@@ -290,10 +294,7 @@ static int acceptable(agent *a, const rg_state *n, mrd_msg *msg)
         return mrd_fail(msg, MRD_ESTALE,
                         "at epoch %" PRIu64 " the primary is %s; a new primary needs a new epoch",
                         c->epoch, c->primary);
-    if (n->epoch == c->epoch && n->writer_gen < c->writer_gen)
-        return mrd_fail(msg, MRD_ESTALE, "writer_gen %" PRIu64 " is below this region's %" PRIu64,
-                        n->writer_gen, c->writer_gen);
-    return 0;
+    return 0; /* a lower writer_gen keeps this region's writer (post_route) */
 }
 
 static void post_route(mrd_node *node, h2_req *req, void *ud)
@@ -314,6 +315,11 @@ static void post_route(mrd_node *node, h2_req *req, void *ud)
         strcmp(reason, "told") != 0 && strcmp(reason, "writer_failover") != 0)
         return mrd_node_error(req, 400, "bad_request",
                               "reason: switchover, failover, writer_failover or told");
+    /* a step planned before this region changed its writer keeps the new writer */
+    if (n.writer_gen < a->rs.writer_gen) {
+        snprintf(n.writer, sizeof(n.writer), "%s", a->rs.writer);
+        n.writer_gen = a->rs.writer_gen;
+    }
     /* the same state again (a retried step) changes nothing */
     n.version = a->rs.version;
     if (memcmp(&n, &a->rs, sizeof(n)) != 0 && ag_region_apply(a, &n, reason, &msg) != 0)

@@ -356,7 +356,7 @@ int mrd_node_run(mrd_node *node, mrd_msg *msg)
     uv_run(node->loop, UV_RUN_DEFAULT);
     char path[TOPO_PATH_MAX + 32];
     snprintf(path, sizeof(path), "%s/%s", node->data_dir, MRD_PID_FILE);
-    unlink(path);
+    if (!node->restart) unlink(path); /* a restart keeps the pid: the file stays true */
     if (node->tls != NULL) h2_tls_free(node->tls);
     if (node->lock_fd >= 0) close(node->lock_fd);
     MRD_INFO("stopped", "%s", "");
