@@ -106,10 +106,29 @@ static void start(instance *in, const rg_state *st)
     node->stop_ud = in;
 }
 
+/* The state a restart starts from: handed to the next run of this process, so that it
+ * does not wait for its agent (which may be restarting into its own new role). */
+#define STATE_ENV "MERIDIAN_REGION_STATE"
+
+static void hand_over(const rg_state *st)
+{
+    mrd_buf b;
+    mrd_buf_init(&b);
+    mrd_buf_printf(&b, "{");
+    rg_state_encode(st, &b);
+    mrd_buf_printf(&b, "}");
+    if (b.data != NULL) {
+        mrd_buf_append(&b, "", 1);
+        setenv(STATE_ENV, (const char *)b.data, 1);
+    }
+    mrd_buf_free(&b);
+}
+
 static void on_state(rg_watch *w, const rg_state *st, int err, void *ud)
 {
     instance *in = ud;
     if (in->node->stopping) return;
+    if (st != NULL) hand_over(st);
     if (st == NULL) {
         if (!in->started && !in->said_waiting)
             MRD_WARN("instance_waiting", "reason=\"region %s's agent does not answer yet (%s)\"",
@@ -135,6 +154,21 @@ int instance_start(mrd_node *node, mrd_msg *msg)
     mrd_node_route(node, "POST", "/v1/sql", sql_starting, in);
     node->stop_fn = stop_fn;
     node->stop_ud = in;
-    return rg_watch_start(node->loop, &node->topo, node->self->region, in->tls, on_state, in,
-                          &in->watch, msg);
+    rc = rg_watch_start(node->loop, &node->topo, node->self->region, in->tls, on_state, in,
+                        &in->watch, msg);
+    const char *env = getenv(STATE_ENV);
+    if (rc == 0 && env != NULL) { /* restarted: start from the state that made it restart */
+        rg_state st;
+        mrd_msg why = {{0}};
+        if (rg_state_decode(&node->topo, env, strlen(env), &st, &why) != 0)
+            MRD_WARN("instance_state_ignored", "reason=\"%s\"", why.text);
+        else if (strcmp(st.region, node->topo.regions[node->self->region].name) != 0)
+            MRD_WARN("instance_state_ignored", "reason=\"the state of region %s\"", st.region);
+        else {
+            patch(node, &st);
+            start(in, &st);
+        }
+    }
+    unsetenv(STATE_ENV);
+    return rc;
 }

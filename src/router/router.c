@@ -25,7 +25,7 @@
 #define ROUTER_TICK_MS 25          /* connections and polls are looked after this often */
 #define ROUTER_RECONNECT_MIN_MS 25 /* after a failed connect; doubles up to ROUTER_RECONNECT_MS */
 #define ROUTER_RECONNECT_MS 300
-#define ROUTER_PARKED_RETRY_MS 100 /* parked requests try again this often, and at every kick */
+#define ROUTER_PARKED_RETRY_MS 25 /* parked requests try again this often, and at every kick */
 #define ROUTER_SETTLE_MS 3000      /* ready without every agent's word once this long has passed */
 #define ROUTER_CODE_MAX 32
 #define READ_ONLY_CODE "\"code\":\"read_only\"" /* how a reader refuses a write */
