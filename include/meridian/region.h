@@ -73,6 +73,9 @@ int rg_state_load(const topology *t, const char *path, rg_state *out, mrd_msg *m
 /* Writes the state durably (temp file, fdatasync, rename, folder fsync). */
 int rg_state_save(const rg_state *s, const char *path, mrd_msg *msg);
 
+/* What a process's topology follows of state s: the primary region, s's region's writer. */
+void rg_state_to_topology(const rg_state *s, topology *t);
+
 /* The lowest volume epoch a writer of a primary at global epoch g may open at. */
 static inline uint64_t rg_volume_epoch_min(uint64_t g)
 {

@@ -63,7 +63,8 @@
 #define ROUTER_RETRIES_MAX 2        /* extra readers tried for one request */
 /* a request waits this long for a backend to take it: a switchover takes about 1 s */
 #define ROUTER_WAIT_MS 5000
-#define ROUTER_REDIRECTS_MAX 64     /* refusals one request may be sent again after */
+#define ROUTER_REDIRECTS_MAX 256    /* refusals one request may be sent again after: parked
+                                       requests try every 25 ms for up to ROUTER_WAIT_MS */
 #define ROUTER_OUTSTANDING_MAX 4096 /* requests in flight through one router */
 
 /* What router_pick knows of one backend. */

@@ -148,6 +148,10 @@ int topo_each_node(const topology *topo, topo_node_fn fn, void *ud);
 
 /* Finds a process by id (NULL when none). */
 const topo_node *topo_find(const topology *topo, const char *id);
+/* A region's index by name, or -1. */
+int topo_region_index(const topology *topo, const char *name);
+/* An instance's index in its region by id, or -1. */
+int topo_instance_index(const topo_region *region, const char *id);
 /* The router record a router node belongs to (NULL when node is not a router). */
 const topo_router *topo_router_of(const topology *topo, const topo_node *node);
 

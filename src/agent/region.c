@@ -16,32 +16,13 @@
 #include "agent_int.h"
 
 #define AG_SETTLE_MS 1500u /* at start, answers wait this long for the other regions' word */
-#define AG_RESTART_DELAY_MS 20u
-#define AG_STALL_MS 1000u /* a tick this late: the process was stopped or starved */ /* a change of role restarts the agent after its answer left */
-
-static int region_of(const topology *t, const char *name)
-{
-    for (int i = 0; i < t->region_count; i++)
-        if (strcmp(t->regions[i].name, name) == 0) return i;
-    return -1;
-}
-
-static int instance_of(const topo_region *r, const char *id)
-{
-    for (int i = 0; i < r->instance_count; i++)
-        if (strcmp(r->instances[i].id, id) == 0) return i;
-    return -1;
-}
+#define AG_RESTART_DELAY_MS 20u /* a change of role restarts the agent after its answer left */
+#define AG_STALL_MS 1000u        /* a tick this late: the process was stopped or starved */
 
 /* The node's topology follows the state: the primary region, this region's writer. */
 static void patch_topology(agent *a)
 {
-    topology *t = &a->node->topo;
-    int p = region_of(t, a->rs.primary);
-    if (p >= 0) t->primary_region = p;
-    topo_region *r = &t->regions[a->region_idx];
-    int w = instance_of(r, a->rs.writer);
-    if (w >= 0) r->writer = w;
+    rg_state_to_topology(&a->rs, &a->node->topo);
 }
 
 int ag_region_init(agent *a, mrd_msg *msg)

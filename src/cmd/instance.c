@@ -29,21 +29,10 @@ typedef struct {
 
 static instance inst; /* one per process */
 
-static int index_of_region(const topology *t, const char *name)
-{
-    for (int i = 0; i < t->region_count; i++)
-        if (strcmp(t->regions[i].name, name) == 0) return i;
-    return -1;
-}
-
 /* node->topo follows the state: the primary region and this region's writer. */
 static void patch(mrd_node *node, const rg_state *st)
 {
-    int p = index_of_region(&node->topo, st->primary);
-    if (p >= 0) node->topo.primary_region = p;
-    topo_region *r = &node->topo.regions[node->self->region];
-    for (int i = 0; i < r->instance_count; i++)
-        if (strcmp(r->instances[i].id, st->writer) == 0) r->writer = i;
+    rg_state_to_topology(st, &node->topo);
 }
 
 static void stop_fn(mrd_node *node, void *ud)

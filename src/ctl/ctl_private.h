@@ -3,6 +3,7 @@
 #define MERIDIAN_CTL_PRIVATE_H
 
 #include "meridian/ctl.h"
+#include "meridian/json.h"
 #include "meridian/region.h"
 
 #define CTL_PID_FILE "meridiand.pid"
@@ -46,7 +47,7 @@ static inline const rg_state *ctl_regions_highest(const ctl_regions *g)
 {
     return g->highest >= 0 ? &g->views[g->highest].st : NULL;
 }
-/* Region index by name, or -1. */
-int ctl_region_index(const topology *t, const char *name);
+/* A string member of an object, or "" when missing or not a string. */
+const char *ctl_json_str(const mrd_json_doc *d, const mrd_json *obj, const char *key);
 
 #endif

@@ -23,53 +23,6 @@
 #define FO_WAIT_MS 20u
 #define FO_RETRY_MS 100u
 
-typedef struct {
-    uint64_t last_commit_age_ms; /* secondary: since the last commit it received */
-    bool have_age;
-    char divergent[TOPO_PATH_MAX + 96]; /* a saved divergent tail, if the agent reports one */
-    char rejoin[MRD_MSG_MAX];
-} fo_extra;
-
-static const char *str_of(const mrd_json_doc *d, const mrd_json *o, const char *key)
-{
-    const mrd_json *v = mrd_json_get(d, o, key);
-    const char *s = v != NULL && v->kind == MRD_JSON_STRING ? mrd_json_str(d, v) : NULL;
-    return s != NULL ? s : "";
-}
-
-/* Region r's agent: its state and what it holds. */
-static void ask_agent(ctl_ctx *ctx, int r, rg_view *v, fo_extra *x)
-{
-    const topo_node *agent = &ctx->topo->regions[r].agent;
-    h2_result res;
-    memset(&res, 0, sizeof(res));
-    mrd_msg msg = {{0}};
-    v->reachable = false;
-    if (ctl_fetch(ctx, agent, "GET", "/v1/region", NULL, 0, FO_ASK_TIMEOUT_MS, &res, &msg) != 0 ||
-        res.status != 200) {
-        h2_result_free(&res);
-        return;
-    }
-    mrd_json_doc d;
-    if (mrd_json_parse((const char *)res.body.data, res.body.len, &d, &msg) == 0) {
-        const mrd_json *root = mrd_json_root(&d);
-        const mrd_json *st = mrd_json_get(&d, root, "state");
-        if (st != NULL && rg_state_from_json(ctx->topo, &d, st, &v->st, &msg) == 0) {
-            v->reachable = true;
-            mrd_json_get_u64(&d, root, "vdl", &v->vdl);
-            mrd_json_get_u64(&d, root, "primary_vdl", &v->primary_vdl);
-            v->agent_primary = strcmp(str_of(&d, root, "agent"), "primary") == 0;
-            x->have_age = mrd_json_get_u64(&d, root, "last_commit_age_ms", &x->last_commit_age_ms);
-            snprintf(x->rejoin, sizeof(x->rejoin), "%s", str_of(&d, root, "rejoin"));
-            const mrd_json *dv = mrd_json_get(&d, root, "divergent");
-            snprintf(x->divergent, sizeof(x->divergent), "%s",
-                     dv != NULL ? str_of(&d, dv, "path") : "");
-        }
-        mrd_json_free(&d);
-    }
-    h2_result_free(&res);
-}
-
 /* Region r's writer instance (the one its state names). */
 static void ask_writer(ctl_ctx *ctx, int r, rg_view *v)
 {
@@ -87,12 +40,12 @@ static void ask_writer(ctl_ctx *ctx, int r, rg_view *v)
     mrd_json_doc d;
     if (mrd_json_parse((const char *)res.body.data, res.body.len, &d, &msg) == 0) {
         const mrd_json *root = mrd_json_root(&d);
-        const char *mode = str_of(&d, root, "mode");
-        const char *state = str_of(&d, root, "writer_state");
+        const char *mode = ctl_json_str(&d, root, "mode");
+        const char *state = ctl_json_str(&d, root, "writer_state");
         const mrd_json *ready = mrd_json_get(&d, root, "ready");
         const mrd_json *drained = mrd_json_get(&d, root, "drained");
         bool is_ready = ready != NULL && ready->kind == MRD_JSON_BOOL && ready->boolean;
-        v->writer_reachable = strcmp(str_of(&d, root, "role"), "writer") == 0 && mode[0] != '\0';
+        v->writer_reachable = strcmp(ctl_json_str(&d, root, "role"), "writer") == 0 && mode[0] != '\0';
         v->writer_mode = strcmp(mode, "drained") == 0   ? RG_INST_DRAINED
                          : strcmp(mode, "standby") == 0 ? RG_INST_STANDBY
                                                         : RG_INST_WRITER;
@@ -112,21 +65,19 @@ typedef struct {
     ctl_ctx *ctx;
     int region;
     rg_view *view;
-    fo_extra *extra;
+    ctl_agent_extra *extra;
 } fo_ask;
 
 static void *ask_region(void *arg)
 {
     fo_ask *q = arg;
-    memset(q->view, 0, sizeof(*q->view));
-    memset(q->extra, 0, sizeof(*q->extra));
-    ask_agent(q->ctx, q->region, q->view, q->extra);
+    ctl_ask_agent(q->ctx, q->region, FO_ASK_TIMEOUT_MS, q->view, q->extra);
     if (q->view->reachable) ask_writer(q->ctx, q->region, q->view);
     return NULL;
 }
 
 /* Every region at once (a thread each): one round costs the slowest region's answers. */
-static void observe(ctl_ctx *ctx, rg_view *views, fo_extra *extra)
+static void observe(ctl_ctx *ctx, rg_view *views, ctl_agent_extra *extra)
 {
     fo_ask q[TOPO_REGIONS_MAX];
     pthread_t th[TOPO_REGIONS_MAX];
@@ -163,12 +114,6 @@ static int post_state(ctl_ctx *ctx, int r, const rg_state *s, const char *reason
     return rc;
 }
 
-static int region_index(const topology *t, const char *name)
-{
-    for (int i = 0; i < t->region_count; i++)
-        if (strcmp(t->regions[i].name, name) == 0) return i;
-    return -1;
-}
 
 /* One progress line, on stdout (unless --json) and in DATA/failover.log. */
 static void progress(ctl_ctx *ctx, FILE *log, bool json, uint64_t t0, const char *name,
@@ -189,7 +134,7 @@ int ctl_failover(ctl_ctx *ctx, const char *to, bool allow_loss, bool json, uint6
                  mrd_msg *msg)
 {
     const topology *t = ctx->topo;
-    int target = region_index(t, to);
+    int target = topo_region_index(t, to);
     if (target < 0) return mrd_fail(msg, MRD_EINVAL, "--to %s: no such region in %s", to, t->path);
     if (t->region_count < 2)
         return mrd_fail(msg, MRD_EINVAL, "%s has one region: nothing to switch over to", t->path);
@@ -199,7 +144,7 @@ int ctl_failover(ctl_ctx *ctx, const char *to, bool allow_loss, bool json, uint6
     const char *kind = allow_loss ? "failover" : "switchover";
     uint64_t t0 = mrd_now_ms();
     static rg_view views[TOPO_REGIONS_MAX];
-    static fo_extra extra[TOPO_REGIONS_MAX];
+    static ctl_agent_extra extra[TOPO_REGIONS_MAX];
     rg_plan_req req = {.topo = t, .target = target, .allow_loss = allow_loss};
     char last[MRD_MSG_MAX + 32] = "";
     int rc = 0, failures = 0;
@@ -219,13 +164,13 @@ int ctl_failover(ctl_ctx *ctx, const char *to, bool allow_loss, bool json, uint6
             strcmp(step.name, "promote") == 0 && step.region == target) {
             const rg_state *h = rg_highest(views, t->region_count);
             snprintf(old_primary, sizeof(old_primary), "%s", h->primary);
-            int p = region_index(t, h->primary);
+            int p = topo_region_index(t, h->primary);
             if (p >= 0 && views[p].reachable) known_vdl = views[p].vdl;
             for (int r = 0; r < t->region_count; r++)
                 if (views[r].reachable && views[r].primary_vdl > known_vdl)
                     known_vdl = views[r].primary_vdl;
             target_vdl = views[target].vdl;
-            have_age = extra[target].have_age;
+            have_age = extra[target].has_age;
             age_ms = extra[target].last_commit_age_ms;
             new_epoch = step.set.epoch;
             reported = true;

@@ -14,14 +14,7 @@
 #include "ctl_private.h"
 #include "meridian/json.h"
 
-int ctl_region_index(const topology *t, const char *name)
-{
-    for (int i = 0; i < t->region_count; i++)
-        if (strcmp(t->regions[i].name, name) == 0) return i;
-    return -1;
-}
-
-static const char *str_of(const mrd_json_doc *d, const mrd_json *o, const char *key)
+const char *ctl_json_str(const mrd_json_doc *d, const mrd_json *o, const char *key)
 {
     const mrd_json *v = mrd_json_get(d, o, key);
     const char *s = v != NULL && v->kind == MRD_JSON_STRING ? mrd_json_str(d, v) : NULL;
@@ -33,14 +26,14 @@ static void read_extra(const mrd_json_doc *d, const mrd_json *root, rg_view *v, 
 {
     mrd_json_get_u64(d, root, "vdl", &v->vdl);
     mrd_json_get_u64(d, root, "primary_vdl", &v->primary_vdl);
-    v->agent_primary = strcmp(str_of(d, root, "agent"), "primary") == 0;
+    v->agent_primary = strcmp(ctl_json_str(d, root, "agent"), "primary") == 0;
     if (x == NULL) return;
     x->has_age = mrd_json_get_u64(d, root, "last_commit_age_ms", &x->last_commit_age_ms);
-    snprintf(x->rejoin, sizeof(x->rejoin), "%s", str_of(d, root, "rejoin"));
+    snprintf(x->rejoin, sizeof(x->rejoin), "%s", ctl_json_str(d, root, "rejoin"));
     const mrd_json *dv = mrd_json_get(d, root, "divergent");
     if (dv == NULL || dv->kind != MRD_JSON_OBJECT) return;
     x->has_divergent = true;
-    snprintf(x->divergent_path, sizeof(x->divergent_path), "%s", str_of(d, dv, "path"));
+    snprintf(x->divergent_path, sizeof(x->divergent_path), "%s", ctl_json_str(d, dv, "path"));
     mrd_json_get_u64(d, dv, "after_lsn", &x->divergent_after_lsn);
     mrd_json_get_u64(d, dv, "to_lsn", &x->divergent_to_lsn);
     mrd_json_get_u64(d, dv, "records", &x->divergent_records);
@@ -115,6 +108,6 @@ void ctl_regions_ask(const ctl_ctx *ctx, uint64_t timeout_ms, ctl_regions *out)
     out->highest = -1;
     for (int r = 0; h != NULL && r < t->region_count; r++)
         if (&out->views[r].st == h) out->highest = r;
-    int p = h != NULL ? ctl_region_index(t, h->primary) : -1;
+    int p = h != NULL ? topo_region_index(t, h->primary) : -1;
     out->primary = p >= 0 ? p : t->primary_region;
 }

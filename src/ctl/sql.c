@@ -59,7 +59,7 @@ static int parse(int argc, char **argv, sql_args *a)
 static int pick_region(const ctl_ctx *ctx, const sql_args *a, int *out, mrd_msg *msg)
 {
     if (a->region != NULL) {
-        *out = ctl_region_index(ctx->topo, a->region);
+        *out = topo_region_index(ctx->topo, a->region);
         if (*out < 0) return mrd_fail(msg, MRD_ENOTFOUND, "--region %s: no such region", a->region);
         return 0;
     }

@@ -25,13 +25,6 @@ const rg_state *rg_highest(const rg_view *views, int n)
     return h;
 }
 
-static int index_of(const topology *t, const char *name)
-{
-    for (int i = 0; i < t->region_count; i++)
-        if (strcmp(t->regions[i].name, name) == 0) return i;
-    return -1;
-}
-
 static void set(rg_step *out, int region, const rg_state *s, const char *name, const char *fmt,
                 ...) __attribute__((format(printf, 5, 6)));
 static void set(rg_step *out, int region, const rg_state *s, const char *name, const char *fmt,
@@ -81,7 +74,7 @@ static void finish(const rg_plan_req *req, const rg_view *views, const rg_state 
     const char *tn = t->regions[T].name;
     uint64_t g = h->epoch;
     if (tv->st.op == RG_OP_SWITCHOVER) { /* the target was draining: call the switchover off */
-        int x = index_of(t, tv->st.op_to);
+        int x = topo_region_index(t, tv->st.op_to);
         if (x < 0 || !views[x].reachable)
             return say(out, RG_STEP_FAIL, "undrain",
                        "%s drains towards %s, which does not answer: it may have been promoted "
@@ -142,7 +135,7 @@ void rg_plan(const rg_plan_req *req, const rg_view *views, rg_step *out)
     const char *tn = t->regions[T].name;
     if (!tv->reachable)
         return say(out, RG_STEP_FAIL, "ask", "the target region %s's agent does not answer", tn);
-    int P = index_of(t, h->primary);
+    int P = topo_region_index(t, h->primary);
     if (P == T) {
         if (tv->st.epoch < h->epoch) { /* told by another region only: take it over */
             rg_state s = moved(&tv->st, h->epoch, tn, h->fork_lsn);
@@ -174,7 +167,7 @@ void rg_plan(const rg_plan_req *req, const rg_view *views, rg_step *out)
                    "%s is primary at epoch %" PRIu64 " but its agent says epoch %" PRIu64, pn,
                    h->epoch, pv->st.epoch);
     if (pv->st.op == RG_OP_SWITCHOVER && strcmp(pv->st.op_to, tn) != 0) {
-        int x = index_of(t, pv->st.op_to);
+        int x = topo_region_index(t, pv->st.op_to);
         if (x < 0 || !views[x].reachable || views[x].st.epoch >= pv->st.op_epoch)
             return say(out, RG_STEP_FAIL, "drain",
                        "%s drains towards %s (epoch %" PRIu64 "), which does not answer or was "

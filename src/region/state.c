@@ -11,13 +11,6 @@
 
 static const char *op_names[] = {"none", "switchover"};
 
-static int region_index(const topology *t, const char *name)
-{
-    for (int i = 0; i < t->region_count; i++)
-        if (strcmp(t->regions[i].name, name) == 0) return i;
-    return -1;
-}
-
 void rg_state_initial(const topology *t, int region, rg_state *out)
 {
     memset(out, 0, sizeof(*out));
@@ -53,7 +46,7 @@ static int get_name(const topology *t, const mrd_json_doc *d, const mrd_json *v,
     const char *s = mrd_json_str(d, v);
     if (strlen(s) != v->str_len)
         return mrd_fail(msg, MRD_EINVAL, "region state: \"%s\": a NUL byte", key);
-    if (!instance_of && region_index(t, s) < 0)
+    if (!instance_of && topo_region_index(t, s) < 0)
         return mrd_fail(msg, MRD_EINVAL, "region state: \"%s\": no region '%s' in %s", key, s,
                         t->path);
     if (instance_of) {
@@ -89,7 +82,7 @@ int rg_state_from_json(const topology *t, const mrd_json_doc *doc, const mrd_jso
     }
     rc = get_name(t, &d, rv, "region", s.region, false, -1, msg);
     if (rc != 0) goto out;
-    region = region_index(t, s.region);
+    region = topo_region_index(t, s.region);
     for (const mrd_json *m = mrd_json_first(&d, root); m != NULL; m = mrd_json_next(&d, m)) {
         const char *k = mrd_json_key(&d, m);
         uint64_t *u = NULL;
@@ -216,6 +209,16 @@ int rg_state_save(const rg_state *s, const char *path, mrd_msg *msg)
                             : mrd_write_file_atomic(path, b.data, b.len, msg);
     mrd_buf_free(&b);
     return rc;
+}
+
+void rg_state_to_topology(const rg_state *s, topology *t)
+{
+    int p = topo_region_index(t, s->primary);
+    if (p >= 0) t->primary_region = p;
+    int r = topo_region_index(t, s->region);
+    if (r < 0) return;
+    int w = topo_instance_index(&t->regions[r], s->writer);
+    if (w >= 0) t->regions[r].writer = w;
 }
 
 const char *rg_inst_mode_name(rg_inst_mode m)

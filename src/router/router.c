@@ -250,20 +250,6 @@ static void kick(router *r)
 
 /* ---- the regions' states ---------------------------------------------------------------- */
 
-static int region_index(const topology *t, const char *name)
-{
-    for (int i = 0; i < t->region_count; i++)
-        if (strcmp(t->regions[i].name, name) == 0) return i;
-    return -1;
-}
-
-static int instance_index(const topo_region *reg, const char *id)
-{
-    for (int i = 0; i < reg->instance_count; i++)
-        if (strcmp(reg->instances[i].id, id) == 0) return i;
-    return -1;
-}
-
 /*
  * From the states heard: the primary region at the highest epoch (the
  * topology's before any agent answered), each region's writer (its state's,
@@ -273,7 +259,7 @@ static void follow(router *r)
 {
     const topology *t = &r->node->topo;
     const rg_state *h = rg_highest(r->views, t->region_count);
-    int p = h != NULL ? region_index(t, h->primary) : -1;
+    int p = h != NULL ? topo_region_index(t, h->primary) : -1;
     int primary = p >= 0 ? p : t->primary_region;
     uint64_t epoch = h != NULL ? h->epoch : 0;
     if (primary != r->primary || epoch != r->epoch)
@@ -284,7 +270,7 @@ static void follow(router *r)
     mrd_metric_set(r->m_epoch, (double)epoch);
     for (int g = 0; g < t->region_count; g++) {
         const topo_region *reg = &t->regions[g];
-        int w = r->views[g].reachable ? instance_index(reg, r->views[g].st.writer) : -1;
+        int w = r->views[g].reachable ? topo_instance_index(reg, r->views[g].st.writer) : -1;
         if (w < 0) w = reg->writer;
         if (w != r->writer[g])
             MRD_INFO("router_writer", "region=%s writer=%s was=%s", reg->name, reg->instances[w].id,

@@ -174,6 +174,20 @@ const topo_node *topo_find(const topology *topo, const char *id)
     return s.found;
 }
 
+int topo_region_index(const topology *topo, const char *name)
+{
+    for (int i = 0; i < topo->region_count; i++)
+        if (strcmp(topo->regions[i].name, name) == 0) return i;
+    return -1;
+}
+
+int topo_instance_index(const topo_region *region, const char *id)
+{
+    for (int i = 0; i < region->instance_count; i++)
+        if (strcmp(region->instances[i].id, id) == 0) return i;
+    return -1;
+}
+
 const topo_router *topo_router_of(const topology *topo, const topo_node *node)
 {
     if (topo == NULL || node == NULL || node->role != TOPO_ROLE_ROUTER) return NULL;
