@@ -2,6 +2,7 @@
  * meridian: the operator's CLI. Parses arguments and calls the ctl module.
  */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,6 +166,7 @@ static int run(const cli_args *a, const topology *topo, mrd_msg *msg)
 
 int main(int argc, char **argv)
 {
+    signal(SIGPIPE, SIG_IGN); /* a process that goes away mid-request is an error, not our end */
     if (argc >= 2 && (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
                       strcmp(argv[1], "-h") == 0)) {
         fputs(usage_text, stdout);

@@ -42,6 +42,7 @@
  *       mode with synchronous=FULL, one commit at a time.
  */
 #include <getopt.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <inttypes.h>
 #include <sqlite3.h>
@@ -802,6 +803,7 @@ static int tls_from(run *r, const char *dir)
 
 int main(int argc, char **argv)
 {
+    signal(SIGPIPE, SIG_IGN); /* an endpoint that goes away is retried, not our end */
     static run r;
     const char *addr = NULL, *tls = NULL, *log = NULL, *file = NULL, *dump = NULL;
     uint64_t duration_ms = 0;
