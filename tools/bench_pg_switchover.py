@@ -47,13 +47,16 @@ import platform
 import pwd
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "tests", "integration", "lib"))
+import mtest  # noqa: E402  (free loopback ports, shared with the tests)
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 PG_USER = "postgres"
@@ -123,21 +126,6 @@ def ensure_installed():
         log(f"psycopg2 comes from Debian: running again under {DEBIAN_PYTHON}")
         sys.stderr.flush()
         os.execv(DEBIAN_PYTHON, [DEBIAN_PYTHON, os.path.abspath(__file__), *sys.argv[1:]])
-
-
-def free_ports(n):
-    """n distinct loopback ports that were free a moment ago (bound to 0, then closed)."""
-    socks, ports = [], []
-    try:
-        while len(ports) < n:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
 
 
 def machine(path):
@@ -315,7 +303,7 @@ def query(conn, sql, args=None):
 
 def build_pair(tmp, started):
     """A primary with a table, and a synchronous streaming standby of it."""
-    port_a, port_b = free_ports(2)
+    port_a, port_b = mtest.free_ports(2)
     primary, standby = Node(tmp, "a", port_a), Node(tmp, "b", port_b)
     as_postgres([f"{PG_BIN}/initdb", "-D", primary.data, "-U", PG_USER, "--auth=trust",
                  "--locale=C", "--encoding=UTF8"], tmp)
