@@ -465,6 +465,9 @@ def writer_kill():
 
 
 if __name__ == "__main__":
-    mtest.run_tests([("switchover_bank", switchover_bank), ("switchover_crash", switchover_crash),
-                     ("unplanned_failover", unplanned_failover),
-                     ("frozen_primary", frozen_primary), ("writer_kill", writer_kill)])
+    CASES = [("switchover_bank", switchover_bank), ("switchover_crash", switchover_crash),
+             ("unplanned_failover", unplanned_failover), ("frozen_primary", frozen_primary),
+             ("writer_kill", writer_kill)]
+    # MRD_FAILOVER_CASES=switchover_crash,writer_kill runs only those (for repeating one case)
+    only = [c for c in os.environ.get("MRD_FAILOVER_CASES", "").split(",") if c]
+    mtest.run_tests([c for c in CASES if not only or c[0] in only])
