@@ -105,8 +105,13 @@ def fail_codes(log):
 def bank_check(env, addr, log, *extra, check=True):
     r = subprocess.run([SQLLOAD, "bank-check", "--addr", addr, *tls_args(env), "--log", log,
                         *extra], capture_output=True, text=True, timeout=60)
-    if check:
-        assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    if check and r.returncode != 0:
+        doc = json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else {}
+        acked = acknowledged(log) if os.path.exists(log) else {}
+        lsns = sorted(acked.get(i) or 0 for i in doc.get("missing", []))
+        states = {g: region_state(env, addresses(env), g).get("state") for g in endpoints(env)}
+        raise AssertionError(f"bank-check failed at {addr}: {r.stdout.strip()} {r.stderr.strip()}"
+                             f"; missing transfers' LSNs {lsns}; region states {states}")
     return json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else {}
 
 
