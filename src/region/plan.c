@@ -98,6 +98,15 @@ static void finish(const rg_plan_req *req, const rg_view *views, const rg_state 
                    tv->st.writer, rg_volume_epoch_min(g));
     /* the first writer of epoch g knows exactly where the new history starts */
     if (tv->writer_epoch == rg_volume_epoch_min(g) && tv->writer_recovered_vdl != tv->st.fork_lsn) {
+        /* below the fork: the target's storage had those commits durable, its writer did not
+         * find them; telling the others would make them drop what they hold above it */
+        if (tv->writer_recovered_vdl < tv->st.fork_lsn)
+            return say(out, RG_STEP_FAIL, "fork",
+                       "%s's new writer recovered VDL %" PRIu64 ", below the fork %" PRIu64
+                       " its agent held durable: the other regions are not told (they would "
+                       "drop LSNs %" PRIu64 "..%" PRIu64 "); see %s's writer and agent logs",
+                       tn, tv->writer_recovered_vdl, tv->st.fork_lsn,
+                       tv->writer_recovered_vdl + 1, tv->st.fork_lsn, tn);
         rg_state s = tv->st;
         s.fork_lsn = tv->writer_recovered_vdl;
         return set(out, T, &s, "fork",
