@@ -47,6 +47,10 @@ static inline const rg_state *ctl_regions_highest(const ctl_regions *g)
 {
     return g->highest >= 0 ? &g->views[g->highest].st : NULL;
 }
+/* GET path from node, answered 200 with JSON: *doc parsed (free it with mrd_json_free).
+ * Otherwise an error, msg naming the node and what went wrong. */
+int ctl_get_json(const ctl_ctx *ctx, const topo_node *node, const char *path, uint64_t timeout_ms,
+                 mrd_json_doc *doc, mrd_msg *msg);
 /* A string member of an object, or "" when missing or not a string. */
 const char *ctl_json_str(const mrd_json_doc *d, const mrd_json *obj, const char *key);
 

@@ -29,36 +29,27 @@ static void ask_writer(ctl_ctx *ctx, int r, rg_view *v)
     v->writer_reachable = false;
     const topo_node *w = topo_find(ctx->topo, v->st.writer);
     if (w == NULL) return;
-    h2_result res;
-    memset(&res, 0, sizeof(res));
     mrd_msg msg = {{0}};
-    if (ctl_fetch(ctx, w, "GET", "/v1/status", NULL, 0, FO_ASK_TIMEOUT_MS, &res, &msg) != 0 ||
-        res.status != 200) {
-        h2_result_free(&res);
-        return;
-    }
     mrd_json_doc d;
-    if (mrd_json_parse((const char *)res.body.data, res.body.len, &d, &msg) == 0) {
-        const mrd_json *root = mrd_json_root(&d);
-        const char *mode = ctl_json_str(&d, root, "mode");
-        const char *state = ctl_json_str(&d, root, "writer_state");
-        const mrd_json *ready = mrd_json_get(&d, root, "ready");
-        const mrd_json *drained = mrd_json_get(&d, root, "drained");
-        bool is_ready = ready != NULL && ready->kind == MRD_JSON_BOOL && ready->boolean;
-        v->writer_reachable = strcmp(ctl_json_str(&d, root, "role"), "writer") == 0 && mode[0] != '\0';
-        v->writer_mode = strcmp(mode, "drained") == 0   ? RG_INST_DRAINED
-                         : strcmp(mode, "standby") == 0 ? RG_INST_STANDBY
-                                                        : RG_INST_WRITER;
-        v->writer_ready = v->writer_mode == RG_INST_DRAINED
-                              ? drained != NULL && drained->kind == MRD_JSON_BOOL && drained->boolean
-                              : is_ready && strcmp(state, "ready") == 0;
-        mrd_json_get_u64(&d, root, "epoch", &v->writer_epoch);
-        mrd_json_get_u64(&d, root, "vdl", &v->writer_vdl);
-        const mrd_json *rec = mrd_json_get(&d, root, "recovered");
-        if (rec != NULL) mrd_json_get_u64(&d, rec, "vdl", &v->writer_recovered_vdl);
-        mrd_json_free(&d);
-    }
-    h2_result_free(&res);
+    if (ctl_get_json(ctx, w, "/v1/status", FO_ASK_TIMEOUT_MS, &d, &msg) != 0) return;
+    const mrd_json *root = mrd_json_root(&d);
+    const char *mode = ctl_json_str(&d, root, "mode");
+    const char *state = ctl_json_str(&d, root, "writer_state");
+    const mrd_json *ready = mrd_json_get(&d, root, "ready");
+    const mrd_json *drained = mrd_json_get(&d, root, "drained");
+    bool is_ready = ready != NULL && ready->kind == MRD_JSON_BOOL && ready->boolean;
+    v->writer_reachable = strcmp(ctl_json_str(&d, root, "role"), "writer") == 0 && mode[0] != '\0';
+    v->writer_mode = strcmp(mode, "drained") == 0   ? RG_INST_DRAINED
+                     : strcmp(mode, "standby") == 0 ? RG_INST_STANDBY
+                                                    : RG_INST_WRITER;
+    v->writer_ready = v->writer_mode == RG_INST_DRAINED
+                          ? drained != NULL && drained->kind == MRD_JSON_BOOL && drained->boolean
+                          : is_ready && strcmp(state, "ready") == 0;
+    mrd_json_get_u64(&d, root, "epoch", &v->writer_epoch);
+    mrd_json_get_u64(&d, root, "vdl", &v->writer_vdl);
+    const mrd_json *rec = mrd_json_get(&d, root, "recovered");
+    if (rec != NULL) mrd_json_get_u64(&d, rec, "vdl", &v->writer_recovered_vdl);
+    mrd_json_free(&d);
 }
 
 typedef struct {

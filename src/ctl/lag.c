@@ -58,15 +58,8 @@ static int lag_once(ctl_ctx *ctx, ctl_regions *g, bool json, mrd_msg *msg)
     ctl_regions_ask(ctx, CTL_STATUS_TIMEOUT_MS, g);
     const char *primary = ctx->topo->regions[g->primary].name;
     const topo_node *agent = &ctx->topo->regions[g->primary].agent;
-    h2_result res;
-    memset(&res, 0, sizeof(res));
-    int rc = ctl_fetch(ctx, agent, "GET", "/v1/status", NULL, 0, CTL_STATUS_TIMEOUT_MS, &res, msg);
-    if (rc == 0 && res.status != 200)
-        rc = mrd_fail(msg, MRD_EPROTO, "%s answered %d", agent->id, res.status);
     mrd_json_doc doc;
-    if (rc == 0 && mrd_json_parse((const char *)res.body.data, res.body.len, &doc, msg) != 0)
-        rc = MRD_EPARSE;
-    h2_result_free(&res);
+    int rc = ctl_get_json(ctx, agent, "/v1/status", CTL_STATUS_TIMEOUT_MS, &doc, msg);
     if (rc != 0) return mrd_fail(msg, rc, "the primary's agent %s: %s", agent->id, msg->text);
     const mrd_json *regions = mrd_json_get(&doc, mrd_json_root(&doc), "regions");
     if (regions == NULL) {

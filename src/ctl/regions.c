@@ -14,6 +14,20 @@
 #include "ctl_private.h"
 #include "meridian/json.h"
 
+int ctl_get_json(const ctl_ctx *ctx, const topo_node *node, const char *path, uint64_t timeout_ms,
+                 mrd_json_doc *doc, mrd_msg *msg)
+{
+    h2_result res;
+    memset(&res, 0, sizeof(res));
+    int rc = ctl_fetch(ctx, node, "GET", path, NULL, 0, timeout_ms, &res, msg);
+    if (rc == 0 && res.status != 200)
+        rc = mrd_fail(msg, MRD_EPROTO, "%s answered %d", node->id, res.status);
+    if (rc == 0 && mrd_json_parse((const char *)res.body.data, res.body.len, doc, msg) != 0)
+        rc = MRD_EPARSE;
+    h2_result_free(&res);
+    return rc;
+}
+
 const char *ctl_json_str(const mrd_json_doc *d, const mrd_json *o, const char *key)
 {
     const mrd_json *v = mrd_json_get(d, o, key);
@@ -44,28 +58,19 @@ void ctl_ask_agent(const ctl_ctx *ctx, int r, uint64_t timeout_ms, rg_view *v, c
 {
     memset(v, 0, sizeof(*v));
     if (x != NULL) memset(x, 0, sizeof(*x));
-    h2_result res;
-    memset(&res, 0, sizeof(res));
     mrd_msg msg = {{0}};
-    if (ctl_fetch(ctx, &ctx->topo->regions[r].agent, "GET", "/v1/region", NULL, 0, timeout_ms, &res,
-                  &msg) != 0 ||
-        res.status != 200) {
-        h2_result_free(&res);
-        return;
-    }
     mrd_json_doc d;
-    if (mrd_json_parse((const char *)res.body.data, res.body.len, &d, &msg) == 0) {
-        const mrd_json *root = mrd_json_root(&d);
-        const mrd_json *st = mrd_json_get(&d, root, "state");
-        /* a state that is not this region's own is not its agent's word */
-        if (st != NULL && rg_state_from_json(ctx->topo, &d, st, &v->st, &msg) == 0 &&
-            strcmp(v->st.region, ctx->topo->regions[r].name) == 0) {
-            v->reachable = true;
-            read_extra(&d, root, v, x);
-        }
-        mrd_json_free(&d);
+    if (ctl_get_json(ctx, &ctx->topo->regions[r].agent, "/v1/region", timeout_ms, &d, &msg) != 0)
+        return;
+    const mrd_json *root = mrd_json_root(&d);
+    const mrd_json *st = mrd_json_get(&d, root, "state");
+    /* a state that is not this region's own is not its agent's word */
+    if (st != NULL && rg_state_from_json(ctx->topo, &d, st, &v->st, &msg) == 0 &&
+        strcmp(v->st.region, ctx->topo->regions[r].name) == 0) {
+        v->reachable = true;
+        read_extra(&d, root, v, x);
     }
-    h2_result_free(&res);
+    mrd_json_free(&d);
 }
 
 typedef struct {
