@@ -103,7 +103,6 @@ typedef struct {
     rg_state st;
     uint64_t vdl;           /* the region's durable LSN: a secondary's replicated VDL */
     uint64_t primary_vdl;   /* secondary: the highest VDL the primary announced to it */
-    bool agent_primary;     /* its agent runs the primary half */
     /* the region's writer instance, when asked */
     bool writer_reachable;
     rg_inst_mode writer_mode;
@@ -168,9 +167,6 @@ void rg_watch_refresh(rg_watch *w);
 /* Asks to be answered at once while the agent starts (agents asking each other: two
  * agents starting together would otherwise each wait for the other's word). */
 void rg_watch_set_eager(rg_watch *w);
-/* The last state seen (NULL before the first), and when (monotonic ms; 0 never). */
-const rg_state *rg_watch_state(const rg_watch *w);
-uint64_t rg_watch_last_ok_ms(const rg_watch *w);
 void rg_watch_stop(rg_watch *w);
 
 #endif

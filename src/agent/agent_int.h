@@ -85,7 +85,6 @@ typedef struct {
 
 /* One instance of the region, asked for its status (monitor.c). */
 typedef struct {
-    struct agent *a;
     const topo_node *node;
     h2_client *client;
     h2_call *call;
@@ -93,7 +92,6 @@ typedef struct {
     uint64_t sent_ms, last_ok_ms, retry_at_ms;
     int status;
     mrd_buf body;
-    bool ready;
     char role[12];
     uint64_t lag_ms;
 } ag_probe;

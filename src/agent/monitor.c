@@ -57,10 +57,8 @@ static void p_close(h2_call *call, int error, void *ud)
         return probe_fail(p);
     const mrd_json *root = mrd_json_root(&d);
     const mrd_json *role = mrd_json_get(&d, root, "role");
-    const mrd_json *ready = mrd_json_get(&d, root, "ready");
     snprintf(p->role, sizeof(p->role), "%s",
              role != NULL && role->kind == MRD_JSON_STRING ? mrd_json_str(&d, role) : "");
-    p->ready = ready != NULL && ready->kind == MRD_JSON_BOOL && ready->boolean;
     p->lag_ms = UINT64_MAX;
     mrd_json_get_u64(&d, root, "lag_ms", &p->lag_ms);
     mrd_json_free(&d);
@@ -184,7 +182,6 @@ void ag_monitor_start(agent *a)
     a->writer_since_ms = mrd_now_ms();
     for (int i = 0; i < a->region->instance_count; i++) {
         ag_probe *p = &a->probes[i];
-        p->a = a;
         p->node = &a->region->instances[i];
         mrd_buf_init(&p->body);
     }

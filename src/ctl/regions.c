@@ -40,7 +40,6 @@ static void read_extra(const mrd_json_doc *d, const mrd_json *root, rg_view *v, 
 {
     mrd_json_get_u64(d, root, "vdl", &v->vdl);
     mrd_json_get_u64(d, root, "primary_vdl", &v->primary_vdl);
-    v->agent_primary = strcmp(ctl_json_str(d, root, "agent"), "primary") == 0;
     if (x == NULL) return;
     x->has_age = mrd_json_get_u64(d, root, "last_commit_age_ms", &x->last_commit_age_ms);
     snprintf(x->rejoin, sizeof(x->rejoin), "%s", ctl_json_str(d, root, "rejoin"));

@@ -29,7 +29,6 @@ struct rg_watch {
     mrd_buf body;
     bool have;
     rg_state st;
-    uint64_t last_ok_ms;
     uint64_t retry_at_ms;
     uv_timer_t timer;
     bool stopped;
@@ -87,7 +86,6 @@ static void on_close(h2_call *call, int error, void *ud)
                  w->topo->regions[w->region].name, msg.text);
         return failed(w, rc);
     }
-    w->last_ok_ms = mrd_now_ms();
     bool changed = !w->have || s.version != w->st.version || s.epoch != w->st.epoch ||
                    strcmp(s.primary, w->st.primary) != 0 || strcmp(s.writer, w->st.writer) != 0 ||
                    (w->report_next && !w->fresh_next);
@@ -201,16 +199,6 @@ void rg_watch_refresh(rg_watch *w)
 void rg_watch_set_eager(rg_watch *w)
 {
     w->eager = true;
-}
-
-const rg_state *rg_watch_state(const rg_watch *w)
-{
-    return w->have ? &w->st : NULL;
-}
-
-uint64_t rg_watch_last_ok_ms(const rg_watch *w)
-{
-    return w->last_ok_ms;
 }
 
 static void timer_closed(uv_handle_t *h)

@@ -581,7 +581,6 @@ static void ask(sim *s, int r, rg_view *v)
     v->st = g->st;
     v->vdl = g->vdl;
     v->primary_vdl = g->primary_vdl;
-    v->agent_primary = own_primary(&g->st);
     if (!g->w_running || strcmp(g->w_id, g->st.writer) != 0) return;
     v->writer_reachable = true;
     v->writer_mode = g->w_mode;
