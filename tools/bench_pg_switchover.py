@@ -200,14 +200,7 @@ class Node:
 
 
 def postmaster_alive(pid, data):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            args = f.read().split(b"\0")
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X") and args[0].endswith(b"postgres") and data.encode() in args
+    return mtest.proc_runs(pid, "postgres", data)
 
 
 def stop_by_pid(node):

@@ -141,8 +141,9 @@ class Env:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def pid_is(pid, ident):
-    """True when pid is a live meridiand started for ident."""
+def proc_runs(pid, program, marker):
+    """True when pid is alive (not a zombie), runs `program` (its argv[0]'s base name) and
+    has `marker` among its arguments."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             args = f.read().split(b"\0")
@@ -152,7 +153,12 @@ def pid_is(pid, ident):
         return False
     if state in ("Z", "X"):
         return False
-    return os.path.basename(args[0]) == b"meridiand" and ident.encode() in args
+    return os.path.basename(args[0]) == program.encode() and marker.encode() in args
+
+
+def pid_is(pid, ident):
+    """True when pid is a live meridiand started for ident."""
+    return proc_runs(pid, "meridiand", ident)
 
 
 def wait_for(what, cond, timeout=20.0, interval=0.05):
