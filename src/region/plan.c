@@ -197,7 +197,18 @@ void rg_plan(const rg_plan_req *req, const rg_view *views, rg_step *out)
         return say(out, RG_STEP_WAIT, "drain",
                    "waiting for %s's writer %s to finish the writes in flight", pn,
                    pv->st.writer);
-    uint64_t final = pv->writer_vdl;
+    /* A writer that just opened (one that replaced a dead writer mid-drain) has nothing in
+     * flight but its VDL covers what it recovered only once the new volume epoch's first
+     * records are durable; until then it says less than its own region, or the target,
+     * holds, and that is no final VDL */
+    uint64_t final = pv->writer_vdl, held = pv->writer_recovered_vdl;
+    if (pv->vdl > held) held = pv->vdl;
+    if (tv->vdl > held) held = tv->vdl;
+    if (final < held)
+        return say(out, RG_STEP_WAIT, "drain",
+                   "waiting for %s's writer %s: its VDL %" PRIu64 " is below LSN %" PRIu64
+                   " the regions hold",
+                   pn, pv->st.writer, final, held);
     if (tv->vdl < final)
         return say(out, RG_STEP_WAIT, "catch-up",
                    "%s holds LSN %" PRIu64 " of %s's final %" PRIu64, tn, tv->vdl, pn, final);

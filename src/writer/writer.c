@@ -68,11 +68,16 @@ static const vol_cbs volume_cbs = {
 
 /* ---- node hooks ------------------------------------------------------------------------- */
 
+/* Nothing in flight and VDL covers every record: what recovery found (durable only once the
+ * new volume epoch's first records are: until then VDL says 0) and every one written since. */
 bool wr_drained(const writer *w)
 {
-    return w->mode == RG_INST_DRAINED && w->state == WR_READY && !w->group_running &&
-           w->n_pending == 0 && w->blocked == NULL && w->n_held == 0 && w->vol != NULL &&
-           vol_vdl(w->vol) >= (w->backlog.count ? w->backlog.first + w->backlog.count - 1 : 0);
+    if (w->mode != RG_INST_DRAINED || w->state != WR_READY || w->group_running ||
+        w->n_pending != 0 || w->blocked != NULL || w->n_held != 0 || w->vol == NULL)
+        return false;
+    uint64_t vdl = vol_vdl(w->vol);
+    return vdl >= vol_info_get(w->vol)->vdl &&
+           vdl >= (w->backlog.count ? w->backlog.first + w->backlog.count - 1 : 0);
 }
 
 static void status_fn(mrd_node *node, mrd_buf *out, void *ud)

@@ -138,6 +138,9 @@ class Env:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        if os.environ.get("MRD_TEST_KEEP"):  # for a post-mortem: logs and data stay
+            print(f"kept {self.dir}", file=sys.stderr)
+            return
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

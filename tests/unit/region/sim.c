@@ -99,6 +99,8 @@ typedef struct {
     uint64_t w_version; /* the version of the state it acts on */
     uint64_t w_epoch;   /* the volume epoch it opened at */
     uint64_t w_recovered;
+    int w_vdl_in; /* open: rounds until its VDL shows what it recovered (until the new
+                   * epoch's first records are durable, src/quorum/writer.c says 0) */
     int w_inflight;
     /* the writer that opened at exactly rg_volume_epoch_min(first_g) */
     uint64_t first_g, first_recovered;
@@ -337,6 +339,7 @@ static void writer_stop(sim *s, int r, int start_in)
     g->w_running = false;
     g->w_start_in = start_in;
     g->w_open_in = 0;
+    g->w_vdl_in = 0;
     g->w_inflight = 0; /* never acknowledged */
 }
 
@@ -365,6 +368,7 @@ static void writer_open(sim *s, int r)
     g->w_epoch = g->vol_epoch + 1 > floor ? g->vol_epoch + 1 : floor;
     g->vol_epoch = g->w_epoch;
     g->w_recovered = g->vdl;
+    g->w_vdl_in = below(s, 3);
     if (g->w_gepoch > 0 && g->w_epoch == floor) {
         g->first_g = g->w_gepoch;
         g->first_recovered = g->vdl;
@@ -439,6 +443,10 @@ static void writer_tick(sim *s, int r)
     }
     if (g->w_open_in > 0) {
         if (--g->w_open_in == 0) writer_open(s, r);
+        return;
+    }
+    if (g->w_vdl_in > 0) {
+        g->w_vdl_in--;
         return;
     }
     writes(s, r);
@@ -589,7 +597,7 @@ static void ask(sim *s, int r, rg_view *v)
     v->writer_ready = g->w_mode == RG_INST_DRAINED ? g->w_inflight == 0 && !fenced : !fenced;
     if (g->w_mode == RG_INST_STANDBY) return;
     v->writer_epoch = g->w_epoch;
-    v->writer_vdl = g->vdl;
+    v->writer_vdl = g->w_vdl_in > 0 ? 0 : g->vdl; /* a drained writer says "drained" then too */
     v->writer_recovered_vdl = g->w_recovered;
     if (g->first_g > 0 && g->w_epoch == rg_volume_epoch_min(g->first_g)) g->first_seen = true;
 }

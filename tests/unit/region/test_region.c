@@ -501,6 +501,19 @@ static void plan_switchover_trace(void **state)
     f.v[0].writer_ready = false;
     expect(&f, RG_STEP_WAIT, "drain");
     f.v[0].writer_ready = true;
+    /* a writer that replaced a dead one mid-drain: nothing in flight, but its VDL does not
+     * cover what it recovered yet; what its region or the target holds is no final either */
+    f.v[0].writer_recovered_vdl = 150;
+    f.v[0].writer_vdl = 0;
+    expect(&f, RG_STEP_WAIT, "drain");
+    assert_non_null(strstr(f.step.why, "150"));
+    f.v[0].writer_recovered_vdl = 0;
+    f.v[0].vdl = 120;
+    expect(&f, RG_STEP_WAIT, "drain");
+    f.v[0].writer_vdl = 120;
+    f.v[1].vdl = 130;
+    expect(&f, RG_STEP_WAIT, "drain");
+    f.v[1].vdl = 0;
     f.v[0].writer_vdl = 150;
     expect(&f, RG_STEP_WAIT, "catch-up");
     assert_non_null(strstr(f.step.why, "150"));
