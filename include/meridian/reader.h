@@ -77,6 +77,8 @@ void rd_core_page_put(rd_core *c, uint64_t page, uint64_t read_point, const uint
 bool rd_core_need(rd_core *c, uint32_t pg, uint64_t *need);
 /* Where the stream (re)started: heads are asked for at this LSN. */
 uint64_t rd_core_reset_vdl(rd_core *c);
+/* The stream is up and (re)started at reset_vdl (not since restarted, nor down). */
+bool rd_core_started_at(rd_core *c, uint64_t reset_vdl);
 /* The first PG below pgs whose head is not known yet. */
 bool rd_core_heads_missing(rd_core *c, uint32_t pgs, uint32_t *pg);
 /* What a read quorum said the head of pg is at the reset point (ignored for an older one). */

@@ -321,6 +321,14 @@ bool rd_core_need(rd_core *c, uint32_t pg, uint64_t *need)
     return known;
 }
 
+bool rd_core_started_at(rd_core *c, uint64_t reset_vdl)
+{
+    uv_mutex_lock(&c->mu);
+    bool yes = c->stream_up && c->reset_vdl == reset_vdl;
+    uv_mutex_unlock(&c->mu);
+    return yes;
+}
+
 uint64_t rd_core_reset_vdl(rd_core *c)
 {
     uv_mutex_lock(&c->mu);

@@ -148,7 +148,9 @@ static void c_close(h2_call *call, int error, void *ud)
             rd->answers++;
             if (c->floor_head > rd->need) rd->need = c->floor_head;
         }
-        if (c->forgotten) /* storage moved past our starting point: start the stream over */
+        /* storage moved past the running stream's starting point: start it over; a read
+         * asked at an older start (the stream restarted meanwhile) only asks again */
+        if (c->forgotten && rd_core_started_at(r->core, rd->reset))
             rd_stream_restart(r, "storage nodes forgot records below where the stream started");
         if (rd->answers >= QUORUM_READ && !rd->have_need) {
             rd_core_set_head(r->core, rd->pg, rd->reset, rd->need);

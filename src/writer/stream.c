@@ -147,6 +147,11 @@ void wr_stream_route(mrd_node *node, h2_req *req, void *ud)
     writer *w = ud;
     if (w->state != WR_READY)
         return mrd_node_error(req, 503, "unavailable", "the writer is not ready");
+    /* just opened: VDL says 0 until the new volume epoch's first records are durable; a stream
+     * starting there would send readers to storage for a point it has forgotten */
+    if (vol_vdl(w->vol) < vol_info_get(w->vol)->vdl)
+        return mrd_node_error(req, 503, "unavailable",
+                              "the writer's VDL does not cover what recovery found yet");
     wr_stream *s = NULL;
     for (int i = 0; i < WRITER_STREAMS_MAX && s == NULL; i++)
         if (!w->streams[i].live && w->streams[i].req == NULL) s = &w->streams[i];

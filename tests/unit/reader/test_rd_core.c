@@ -107,6 +107,9 @@ static void stale_reads_and_heads(void **state)
     assert_false(rd_core_page(c, 9, out));
     assert_false(rd_core_need(c, 2, &need));
     assert_int_equal(rd_core_reset_vdl(c), 30);
+    /* a read asked at the old start (20) names no running stream: it restarts nothing */
+    assert_true(rd_core_started_at(c, 30));
+    assert_false(rd_core_started_at(c, 20));
     rd_core_free(c);
 }
 
@@ -117,7 +120,9 @@ static void stream_down_counts_as_lag_and_cache_evicts(void **state)
     uint8_t page[PAGE] = {0}, out[PAGE];
     assert_int_equal(rd_core_new(PAGE, 4, 2, &c, NULL), 0);
     rd_core_reset(c, 5, 1, 100);
+    assert_true(rd_core_started_at(c, 5));
     rd_core_stream_down(c, 200);
+    assert_false(rd_core_started_at(c, 5)); /* down: already starting over */
     rd_stats st;
     rd_core_stats(c, 700, &st);
     assert_false(st.stream_up);
