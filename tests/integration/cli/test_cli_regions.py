@@ -128,6 +128,34 @@ def check_agent_down(env):
     env.cli("up", "--timeout-ms", "30000")
 
 
+def check_corrupt_state(env):
+    """A damaged region.json stops the agent at start with the file and the fault named;
+    nothing is guessed; the good file back, it starts with the state it held."""
+    pid = env.pids()["r1-agent"]
+    os.kill(pid, signal.SIGKILL)
+    mtest.wait_for("r1-agent gone", lambda: not mtest.pid_is(pid, "r1-agent"))
+    path = os.path.join(env.data, "r1-agent", "region.json")
+    good = open(path).read()
+    for bad, word in ((good.replace('"epoch":1', '"epoch":"one"'), "epoch"),
+                      (good[:len(good) // 2], "region.json"),
+                      (good.replace('"primary":"r2"', '"primary":"r9"'), "r9")):
+        with open(path, "w") as f:
+            f.write(bad)
+        cmd = [os.path.join(BIN, "meridian"), "up", env.topo, "--data", env.data,
+               "--timeout-ms", "15000"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        out = r.stdout + r.stderr
+        assert r.returncode != 0 and "r1-agent" in out and "region.json" in out and word in out, \
+            (bad, out)
+        print("refused:", out.strip().splitlines()[-1][:300])
+        assert open(path).read() == bad  # the agent does not rewrite what it cannot read
+    with open(path, "w") as f:
+        f.write(good)
+    env.cli("up", "--timeout-ms", "30000")
+    st = env.status()
+    assert st["primary"] == "r2" and by_name(st["regions"])["r1"]["epoch"] == 1, st
+
+
 def test_status_lag_sql_follow_the_primary():
     env = mtest.Env(BIN, regions=("r1", "r2"), readers=1)
     try:
@@ -138,6 +166,7 @@ def test_status_lag_sql_follow_the_primary():
         check_switched(env)
         check_half_done(env)
         check_agent_down(env)
+        check_corrupt_state(env)
         env.cli("down")
         reports = env.sanitizer_reports()
         assert not reports, reports

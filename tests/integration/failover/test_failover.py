@@ -1,8 +1,9 @@
 """Switchover, failover and in-region writer failover on real processes.
 
 - switchover_bank: a bank workload (accounts with a fixed total, transfers through
-  r1's global writer endpoint) runs across `meridian switchover --to r2` and back
-  (TLS); the total holds, every acknowledged transfer is in both regions, both
+  r1's global writer endpoint) runs across a kill -9 of the primary's writer (a reader
+  of r1 takes over; the old writer returns as a reader and streams again), then
+  `meridian switchover --to r2` and back (TLS); the total holds, every acknowledged transfer is in both regions, both
   regions hold the same rows and the same rolling checksum at the same LSN;
   readers of the secondary keep answering consistent reads, without a restart;
   a client that writes straight to the old primary's writer is refused.
@@ -195,20 +196,29 @@ def switchover_bank():
         env.cli("up", "--timeout-ms", "30000")
         ep, addrs = endpoints(env), addresses(env)
         log = os.path.join(env.dir, "bank.log")
-        load = bank(env, ep["r1"]["global_writer"], 14000, log)
+        load = bank(env, ep["r1"]["global_writer"], 16000, log)
         wait_bank_ready(env, ep["r2"]["reader"])
-        readers = ("r1-r1", "r1-r2", "r2-r1", "r2-r2")
+        readers = ("r1-r2", "r2-r1", "r2-r2")  # r1-r1 becomes r1's writer below
         pids = {i: env.pids()[i] for i in readers}
         loop = ReadLoop(env, ep["r2"]["reader"], 100 * 1000)
         loop.start()
-        time.sleep(3)
+        time.sleep(2)
+        # the primary's writer dies: a reader of r1 takes over, the agent follows its log,
+        # the global writer endpoint follows it, the secondary's readers go on
+        os.kill(env.pids()["r1-w1"], signal.SIGKILL)
+        mtest.wait_for("r1-r1 is r1's writer", lambda: region_state(env, addrs, "r1").get(
+            "state", {}).get("writer") == "r1-r1", timeout=30)
+        env.cli("up", "--timeout-ms", "30000")  # r1-w1 returns, as a reader
+        time.sleep(1.5)
         r = env.cli("switchover", "--to", "r2", "--json", timeout=120)
         first = json.loads(r.stdout.strip().splitlines()[-1])
         assert first["target"] == "r2" and first["epoch"] == 1, first
         # a client that cached the old primary's writer is refused, never served
-        code, body = post_sql(env, addrs["r1-w1"], "UPDATE accounts SET balance = 0")
+        code, body = post_sql(env, addrs["r1-r1"], "UPDATE accounts SET balance = 0")
         assert code == 503 and json.loads(body)["error"]["code"] in (
             "secondary_region", "draining"), (code, body)
+        code, body = post_sql(env, addrs["r1-w1"], "UPDATE accounts SET balance = 0")
+        assert code == 403 and json.loads(body)["error"]["code"] == "read_only", (code, body)
         time.sleep(3)
         r = env.cli("switchover", "--to", "r1", "--json", timeout=120)
         second = json.loads(r.stdout.strip().splitlines()[-1])
