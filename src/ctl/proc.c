@@ -2,6 +2,13 @@
  * Finding, starting and signalling this machine's meridiand processes by the
  * pid files they write. A pid counts only while /proc shows it is a meridiand
  * started with this process's --id, so a recycled pid is never signalled.
+ *
+ * With MERIDIAN_SPAWN_WRAPPER set, a process is started as
+ *   WRAPPER NODE-ID REGION AZ MERIDIAND-PATH --role ... (meridiand's arguments)
+ * so that a harness can place it, say in its AZ's network namespace
+ * (tools/torturelib/hosts.py: `exec ip netns exec NS "$@"`). The wrapper must end
+ * by exec'ing the rest of its arguments unchanged: the pid the CLI forked stays the
+ * process's pid, and /proc shows meridiand with its --id once the chain has run.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +20,8 @@
 #include <unistd.h>
 
 #include "ctl_private.h"
+
+#define CTL_SPAWN_WRAPPER_ENV "MERIDIAN_SPAWN_WRAPPER"
 
 void ctl_node_dir(const ctl_ctx *ctx, const topo_node *node, char *buf, size_t len)
 {
@@ -71,7 +80,7 @@ pid_t ctl_running_pid(const ctl_ctx *ctx, const topo_node *node)
 }
 
 static void child_exec(const ctl_ctx *ctx, const topo_node *node, const char *dir,
-                       const char *certs)
+                       const char *certs, const char *wrapper)
 {
     char log[TOPO_PATH_MAX + TOPO_NAME_MAX + 40];
     snprintf(log, sizeof(log), "%s/%s", dir, CTL_LOG_FILE);
@@ -82,25 +91,43 @@ static void child_exec(const ctl_ctx *ctx, const topo_node *node, const char *di
     dup2(null, 0);
     dup2(fd, 1);
     dup2(fd, 2);
-    const char *args[] = {ctx->meridiand, "--role", topo_role_name(node->role), "--id", node->id,
+    const topo_region *region = &ctx->topo->regions[node->region];
+    /* The wrapper's arguments start at [0], meridiand's own at [4]. */
+    const char *args[] = {wrapper, node->id, region->name, region->azs[node->az],
+                          ctx->meridiand, "--role", topo_role_name(node->role), "--id", node->id,
                           "--topology", ctx->topo_path, "--data", dir, "--certs", certs, NULL};
-    execv(ctx->meridiand, (char *const *)args);
-    fprintf(stderr, "meridian: cannot run %s: %s\n", ctx->meridiand, strerror(errno));
+    const char *const *argv = wrapper != NULL ? args : args + 4;
+    execv(argv[0], (char *const *)argv);
+    fprintf(stderr, "meridian: cannot run %s: %s\n", argv[0], strerror(errno));
     _exit(127);
+}
+
+/* The wrapper named by MERIDIAN_SPAWN_WRAPPER, or NULL when it is unset or empty. */
+static int spawn_wrapper(const char **out, mrd_msg *msg)
+{
+    const char *w = getenv(CTL_SPAWN_WRAPPER_ENV);
+    *out = w != NULL && w[0] != '\0' ? w : NULL;
+    if (*out != NULL && access(w, X_OK) != 0)
+        return mrd_fail(msg, MRD_ENOTFOUND, "%s=%s: not an executable: %s", CTL_SPAWN_WRAPPER_ENV,
+                        w, strerror(errno));
+    return 0;
 }
 
 int ctl_spawn(const ctl_ctx *ctx, const topo_node *node, pid_t *out, mrd_msg *msg)
 {
+    const char *wrapper = NULL;
+    int rc = spawn_wrapper(&wrapper, msg);
+    if (rc != 0) return rc;
     char dir[TOPO_PATH_MAX + TOPO_NAME_MAX + 2];
     ctl_node_dir(ctx, node, dir, sizeof(dir));
-    int rc = mrd_mkdirs(dir, msg);
+    rc = mrd_mkdirs(dir, msg);
     if (rc != 0) return rc;
     char certs[TOPO_PATH_MAX];
     ctl_certs_dir(ctx, certs, sizeof(certs));
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) return mrd_fail(msg, MRD_EIO, "%s: fork failed: %s", node->id, strerror(errno));
-    if (pid == 0) child_exec(ctx, node, dir, certs);
+    if (pid == 0) child_exec(ctx, node, dir, certs, wrapper);
     *out = pid;
     return 0;
 }
