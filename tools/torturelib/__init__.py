@@ -1,0 +1,1 @@
+"""Meridian's fault harness: test hosts (hosts.py), workloads and their checkers."""
