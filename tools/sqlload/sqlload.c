@@ -37,6 +37,16 @@
  *       not read. --dump writes "ID SRC DST AMOUNT" per transfer by id, a line
  *       "balances", then "ID BALANCE" per account: two regions compare byte for byte
  *       (once writes have stopped, or always while transfers fit one page).
+ *   sqlload append   --addr A [--tls DIR] --clients N --duration-ms D --log FILE [--keys K]
+ *                    [--id-base B] [--read-addr R] [--read-consistency eventual|session|strong]
+ *       the fault harness's list-append workload (append.c): appends of unique values to
+ *       lists under K keys through A, reads of whole lists through R (else A); FILE gets
+ *       every operation's outcome with its start and end (tools/torturelib/check_append.py
+ *       judges it). Prints JSON with the counts, ops/s and latencies.
+ *   sqlload append-check --addr A [--tls DIR] --log FILE [--final FILE2] [--consistency C]
+ *                    [--after-lsn L]
+ *       writes the final list of every key of FILE, read at one point at least at the log's
+ *       highest acknowledged LSN, as JSON to FILE2 (default stdout); exit 2 when it could not.
  *   sqlload sqlite   --file PATH (--requests M | --duration-ms D)
  *       the reference: the same inserts into a plain local SQLite file in WAL
  *       mode with synchronous=FULL, one commit at a time.
@@ -55,6 +65,7 @@
 #include "meridian/json.h"
 #include "meridian/topo.h"
 #include "meridian/vbench.h"
+#include "sqlload.h"
 
 #define CLIENTS_MAX 1024
 #define RECONNECT_MS 100
@@ -66,8 +77,6 @@
 #define BANK_AMOUNT_MAX 50      /* a transfer moves 1..BANK_AMOUNT_MAX */
 #define BANK_PAGE_ROWS 50000    /* transfers per read (answers stop at 100,000 rows) */
 #define BANK_ROWS_MAX 20000000u /* transfers bank-check reads, and ids it takes from a log */
-#define BANK_FETCH_TRY_MS 30000 /* setup, bank-check: how long 502, 503, no connection retry */
-#define BANK_FETCH_TIMEOUT_MS 15000 /* one setup or bank-check request */
 
 typedef enum { MODE_INSERT, MODE_COUNTERS, MODE_CHECK, MODE_BANK, MODE_BANK_CHECK } mode;
 
@@ -479,18 +488,17 @@ static int sqlite_reference(const char *path, uint64_t requests, uint64_t durati
 
 /* ---- bank: setup and bank-check, one blocking request at a time ------------------------ */
 
-/* One SQL request, sent again while the endpoint answers 502 or 503 or cannot be reached,
- * for up to BANK_FETCH_TRY_MS. 0 and the parsed answer of a 200; else a message on stderr. */
-static int bank_fetch(const run *r, const char *body, mrd_json_doc *doc)
+/* sqlload.h: one request, sent again on 502, 503 and no connection. */
+int sqlload_fetch(const topo_addr *addr, h2_tls *tls, const char *body, mrd_json_doc *doc)
 {
-    h2_client_config cc = {.host = r->addr.host, .port = r->addr.port, .tls = r->tls};
+    h2_client_config cc = {.host = addr->host, .port = addr->port, .tls = tls};
     h2_header h = {"content-type", "application/json"};
-    uint64_t until_ns = mrd_now_ns() + BANK_FETCH_TRY_MS * 1000000ull;
+    uint64_t until_ns = mrd_now_ns() + SQLLOAD_FETCH_TRY_MS * 1000000ull;
     for (;;) {
         h2_result res;
         mrd_msg msg = {{0}};
-        int rc = h2_fetch(&cc, "POST", "/v1/sql", &h, 1, body, strlen(body), BANK_FETCH_TIMEOUT_MS,
-                          &res, &msg);
+        int rc = h2_fetch(&cc, "POST", "/v1/sql", &h, 1, body, strlen(body),
+                          SQLLOAD_FETCH_TIMEOUT_MS, &res, &msg);
         bool again = rc != 0 || res.status == 502 || res.status == 503;
         if (!again || mrd_now_ns() >= until_ns) {
             if (rc != 0) return fprintf(stderr, "sqlload: %s\n", msg.text), -1;
@@ -505,6 +513,11 @@ static int bank_fetch(const run *r, const char *body, mrd_json_doc *doc)
         if (rc == 0) h2_result_free(&res);
         uv_sleep(RECONNECT_MS);
     }
+}
+
+static int bank_fetch(const run *r, const char *body, mrd_json_doc *doc)
+{
+    return sqlload_fetch(&r->addr, r->tls, body, doc);
 }
 
 /* Result i's rows of an answer, or NULL. */
@@ -801,15 +814,38 @@ static int tls_from(run *r, const char *dir)
     return rc;
 }
 
+/* append and append-check: what main parsed, checked, into ac; append.c does the rest. */
+static int append_main(const char *m, ap_config *ac, const char *addr, const char *read_addr,
+                       const char *tls, run *r)
+{
+    bool check = strcmp(m, "append-check") == 0;
+    const char *c = ac->consistency;
+    if (addr == NULL || topo_addr_parse(addr, &ac->addr) != 0 || ac->log == NULL ||
+        (read_addr != NULL && topo_addr_parse(read_addr, &ac->read_addr) != 0) ||
+        (!check && ac->duration_ms == 0) ||
+        (strcmp(c, "eventual") != 0 && strcmp(c, "session") != 0 && strcmp(c, "strong") != 0))
+        return -1;
+    ac->has_read_addr = read_addr != NULL;
+    if (tls != NULL && tls_from(r, tls) != 0) return 2;
+    ac->tls = r->tls;
+    mrd_log_init("sqlload", MRD_LOG_ERROR);
+    if (check) return ap_check(ac);
+    if (!ac->has_seed) ac->seed = (mrd_now_ns() ^ (uint64_t)getpid() << 20) & ((1ull << 48) - 1);
+    return ap_run_workload(ac);
+}
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN); /* an endpoint that goes away is retried, not our end */
     static run r;
     const char *addr = NULL, *tls = NULL, *log = NULL, *file = NULL, *dump = NULL;
     uint64_t duration_ms = 0;
-    bool has_seed = false;
+    bool has_seed = false, has_id_base = false;
     r.n_clients = 1;
     r.accounts = 100;
+    static ap_config ac = {.keys = 8, .appends_per_key = 200, .reads_percent = 50,
+                           .op_timeout_ms = 10000, .final = "-"};
+    const char *read_addr = NULL, *read_consistency = NULL;
     static const struct option opts[] = {
         {"addr", required_argument, NULL, 'a'},     {"tls", required_argument, NULL, 't'},
         {"clients", required_argument, NULL, 'c'},  {"requests", required_argument, NULL, 'n'},
@@ -818,6 +854,12 @@ int main(int argc, char **argv)
         {"id-base", required_argument, NULL, 'b'}, {"rate", required_argument, NULL, 'r'},
         {"accounts", required_argument, NULL, 'K'}, {"seed", required_argument, NULL, 's'},
         {"after-lsn", required_argument, NULL, 'L'}, {"dump", required_argument, NULL, 'D'},
+        {"keys", required_argument, NULL, 'Y'},     {"read-addr", required_argument, NULL, 'R'},
+        {"read-consistency", required_argument, NULL, 'C'},
+        {"final", required_argument, NULL, 'F'},   {"reads-percent", required_argument, NULL, 'P'},
+        {"appends-per-key", required_argument, NULL, 'A'},
+        {"key-base", required_argument, NULL, 'B'},
+        {"op-timeout-ms", required_argument, NULL, 'T'},
         {NULL, 0, NULL, 0}};
     if (argc < 2) goto usage;
     const char *m = argv[1];
@@ -833,14 +875,38 @@ int main(int argc, char **argv)
         case 'l': log = optarg; break;
         case 'k': r.consistency = optarg; break;
         case 'f': file = optarg; break;
-        case 'b': r.id_base = strtoull(optarg, NULL, 10); break;
+        case 'b': r.id_base = strtoull(optarg, NULL, 10), has_id_base = true; break;
         case 'r': r.rate = atof(optarg); break;
         case 'K': r.accounts = atoi(optarg); break;
         case 's': r.seed = strtoull(optarg, NULL, 10), has_seed = true; break;
         case 'L': r.after_lsn = strtoull(optarg, NULL, 10), r.has_after_lsn = true; break;
         case 'D': dump = optarg; break;
+        case 'Y': ac.keys = atoi(optarg); break;
+        case 'R': read_addr = optarg; break;
+        case 'C': read_consistency = optarg; break;
+        case 'F': ac.final = optarg; break;
+        case 'P': ac.reads_percent = atoi(optarg); break;
+        case 'A': ac.appends_per_key = strtoull(optarg, NULL, 10); break;
+        case 'B': ac.key_base = strtoull(optarg, NULL, 10), ac.has_key_base = true; break;
+        case 'T': ac.op_timeout_ms = strtoull(optarg, NULL, 10); break;
         default: goto usage;
         }
+    }
+    if (strcmp(m, "append") == 0 || strcmp(m, "append-check") == 0) {
+        ac.clients = r.n_clients;
+        ac.duration_ms = duration_ms;
+        ac.log = log;
+        ac.id_base = r.id_base;
+        ac.has_id_base = has_id_base;
+        ac.seed = r.seed;
+        ac.has_seed = has_seed;
+        ac.after_lsn = r.after_lsn;
+        ac.has_after_lsn = r.has_after_lsn;
+        ac.consistency = strcmp(m, "append") == 0 ? read_consistency : r.consistency;
+        if (ac.consistency == NULL) ac.consistency = "session";
+        int rc = append_main(m, &ac, addr, read_addr, tls, &r);
+        if (rc >= 0) return rc;
+        goto usage;
     }
     if (strcmp(m, "sqlite") == 0 && file != NULL)
         return sqlite_reference(file, r.requests_max, duration_ms ? duration_ms : 5000);
@@ -907,6 +973,12 @@ usage:
                     "--log FILE [--accounts K] [--id-base B] [--seed S] [--rate R]\n"
                     "       sqlload bank-check --addr HOST:PORT [--tls DIR] --log FILE|- "
                     "[--accounts K] [--consistency C] [--after-lsn L] [--dump FILE2]\n"
+                    "       sqlload append --addr HOST:PORT [--tls DIR] --clients N --duration-ms D "
+                    "--log FILE [--keys K] [--id-base B] [--key-base B] [--read-addr HOST:PORT] "
+                    "[--read-consistency eventual|session|strong] [--reads-percent P] "
+                    "[--appends-per-key M] [--op-timeout-ms T] [--seed S]\n"
+                    "       sqlload append-check --addr HOST:PORT [--tls DIR] --log FILE "
+                    "[--final FILE.json] [--consistency C] [--after-lsn L]\n"
                     "       sqlload sqlite --file PATH (--requests M | --duration-ms D)\n");
     return 2;
 }
