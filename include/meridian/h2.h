@@ -50,6 +50,13 @@
 #define H2_STREAM_WINDOW_BYTES (1u * 1024 * 1024)
 /* Bytes all streams of one connection may hold queued for sending. */
 #define H2_CONN_QUEUED_BYTES_MAX (64u * 1024 * 1024)
+/* Liveness: a connection that received nothing for H2_PING_MS sends a PING (which
+ * every HTTP/2 peer answers); one that received nothing for H2_DEAD_MS — not even the
+ * end of a TCP connect or a TLS handshake — is closed (MRD_ETIMEDOUT). A silent cut
+ * or a stopped peer is thus noticed, the streams on it fail and their owners
+ * reconnect, instead of waiting on TCP retransmissions for minutes. */
+#define H2_PING_MS 1000u
+#define H2_DEAD_MS 5000u
 
 typedef struct {
     const char *name; /* lowercase */

@@ -270,6 +270,7 @@ static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf)
         h2_conn_close(c, n == UV_EOF ? MRD_ECLOSED : MRD_ECONN);
         return;
     }
+    c->last_rx_ms = uv_now(c->loop);
     const uint8_t *data = (const uint8_t *)buf->base;
     int rc = c->ssl != NULL ? feed_tls(c, data, (size_t)n) : feed_session(c, data, (size_t)n);
     if (c->closing) return;
@@ -281,6 +282,29 @@ static void on_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf)
 }
 
 /* ---- life cycle ------------------------------------------------------------------------ */
+
+static void on_alive_tick(uv_timer_t *t)
+{
+    h2_conn *c = mrd_container_of(t, h2_conn, alive);
+    if (c->closing) return;
+    uint64_t now = uv_now(c->loop);
+    /* this process itself was stopped or starved: what the peer sent meanwhile may wait
+     * unread in the socket, so the silence counts from now */
+    if (now - c->tick_ms > 2 * H2_PING_MS) c->last_rx_ms = now;
+    c->tick_ms = now;
+    uint64_t silent = now - c->last_rx_ms;
+    if (silent >= H2_DEAD_MS) {
+        MRD_WARN("h2_conn_dead", "peer=%s side=%s silent_ms=%llu reason=\"%s\"", c->peer,
+                 c->is_server ? "server" : "client", (unsigned long long)silent,
+                 c->session == NULL ? "the connection did not come up"
+                                    : "nothing arrived, not even a PING's answer");
+        h2_conn_close(c, MRD_ETIMEDOUT);
+        return;
+    }
+    if (silent >= H2_PING_MS && c->session != NULL &&
+        nghttp2_submit_ping(c->session, NGHTTP2_FLAG_NONE, NULL) == 0)
+        h2_conn_flush(c);
+}
 
 int h2_conn_init(h2_conn *c, uv_loop_t *loop, const h2_conn_ops *ops, h2_tls *tls, bool is_server)
 {
@@ -297,6 +321,11 @@ int h2_conn_init(h2_conn *c, uv_loop_t *loop, const h2_conn_ops *ops, h2_tls *tl
     rc = uv_idle_init(loop, &c->flusher); /* cannot fail on a live loop */
     if (rc < 0) return MRD_EIO;
     c->handles_open = 2;
+    rc = uv_timer_init(loop, &c->alive);
+    if (rc < 0) return MRD_EIO;
+    c->handles_open = 3;
+    c->last_rx_ms = c->tick_ms = uv_now(loop);
+    uv_timer_start(&c->alive, on_alive_tick, H2_PING_MS, H2_PING_MS);
     return 0;
 }
 
@@ -435,8 +464,11 @@ static void conn_close_now(h2_conn *c, int err)
     c->ops->closing(c, err);
     c->tcp.data = c;
     c->flusher.data = c;
-    if (c->handles_open >= 1) uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
-    if (c->handles_open >= 2) uv_close((uv_handle_t *)&c->flusher, on_handle_closed);
+    c->alive.data = c;
+    int open = c->handles_open;
+    if (open >= 1) uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    if (open >= 2) uv_close((uv_handle_t *)&c->flusher, on_handle_closed);
+    if (open >= 3) uv_close((uv_handle_t *)&c->alive, on_handle_closed);
 }
 
 void h2_conn_close(h2_conn *c, int err)

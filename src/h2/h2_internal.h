@@ -3,14 +3,14 @@
  * side and client side), the per-stream send queue, and the TLS engine.
  *
  * A connection (h2_conn) owns one TCP handle, one idle handle that coalesces
- * flushes, an optional SSL object over two memory BIOs, and the nghttp2
+ * flushes, one timer that checks the peer is alive, an optional SSL object over two memory BIOs, and the nghttp2
  * session. Bytes flow:
  *
  *   socket -> [SSL_read] -> nghttp2_session_mem_recv -> callbacks
  *   nghttp2_session_mem_send -> [SSL_write] -> out -> uv_write -> socket
  *
  * Lifetimes: streams live in the connection's list from the moment they are
- * created until their close is reported; a connection is freed only after both
+ * created until their close is reported; a connection is freed only after all
  * of its handles have closed. Closing while nghttp2 (or an application
  * callback reached through it) is on the stack is deferred until it returns
  * (`depth`), so that no callback ever runs against a freed session.
@@ -86,6 +86,9 @@ typedef struct {
 struct h2_conn {
     uv_tcp_t tcp;
     uv_idle_t flusher;
+    uv_timer_t alive;     /* every H2_PING_MS: PING, or close after H2_DEAD_MS of silence */
+    uint64_t last_rx_ms; /* when bytes last arrived (or the connection began) */
+    uint64_t tick_ms;    /* when the timer last ran */
     uv_write_t write_req;
     uv_loop_t *loop;
     const h2_conn_ops *ops;

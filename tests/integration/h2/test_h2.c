@@ -769,6 +769,7 @@ typedef struct {
     struct sockaddr_in target;
     uint16_t port;
     int pipes_open;
+    bool mute; /* a silent cut: bytes both ways are dropped, connections stay open */
 } relay;
 
 static relay *relay_of(relay_pipe *p)
@@ -808,6 +809,7 @@ static void relay_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     relay_end *e = (relay_end *)s;
     relay_pipe *p = e->pipe;
     relay_end *to = &p->ends[1 - e->side];
+    if (relay_of(p)->mute && n > 0) n = 0;
     for (ssize_t off = 0; n > 0 && off < n && !p->closing; off += RELAY_PIECE_BYTES) {
         relay_write *w = malloc(sizeof(*w));
         size_t k = (size_t)(n - off) < RELAY_PIECE_BYTES ? (size_t)(n - off) : RELAY_PIECE_BYTES;
@@ -900,6 +902,46 @@ static void tls_through_tiny_pieces(void **state)
     assert_true(run_until(f, relay_idle, &r, WAIT_MS));
     uv_close((uv_handle_t *)&r.listener, NULL);
     run_for(f, 20); /* the listener lives in this frame */
+    f->port = server_port;
+}
+
+static bool cli_disconnected(void *arg)
+{
+    return ((cli *)arg)->disconnects > 0;
+}
+
+/* An idle connection stays up past H2_DEAD_MS (PINGs are answered); once the path goes
+ * silent both ends close it (MRD_ETIMEDOUT), failing the call held on it. */
+static void liveness_pings_and_silent_cut(void **state)
+{
+    fx *f = *state;
+    start_server(f, false, 0);
+    relay r;
+    relay_start(f, &r);
+    uint16_t server_port = f->port;
+    f->port = r.port;
+    cli k;
+    assert_int_equal(cli_open(f, &k, NULL, NULL, NULL, NULL), 0);
+    run_for(f, H2_DEAD_MS + 1500); /* nothing to say: only PINGs cross */
+    assert_int_equal(k.disconnects, 0);
+    rec ok;
+    request(&k, &ok, "GET", "/v1/status", NULL);
+    assert_true(run_until(f, rec_closed, &ok, WAIT_MS));
+    expect_ok(&ok);
+    f->rt.hold_release_at = ROUTES_HELD_MAX; /* held until the connection ends */
+    rec held;
+    request(&k, &held, "POST", "/hold", "x");
+    run_for(f, 200);
+    r.mute = true;
+    assert_true(run_until(f, cli_disconnected, &k, WAIT_MS));
+    assert_int_equal(k.disconnect_err, MRD_ETIMEDOUT);
+    assert_true(run_until(f, rec_closed, &held, WAIT_MS));
+    assert_int_not_equal(held.close_err, 0);
+    assert_true(run_until(f, server_idle, f, WAIT_MS)); /* the server closed its end too */
+    cli_close(f, &k);
+    assert_true(run_until(f, relay_idle, &r, WAIT_MS));
+    uv_close((uv_handle_t *)&r.listener, NULL);
+    run_for(f, 20);
     f->port = server_port;
 }
 
@@ -1098,6 +1140,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(resets_both_ways, setup, teardown),
         cmocka_unit_test_setup_teardown(cancel_queued_call, setup, teardown),
         cmocka_unit_test_setup_teardown(tls_through_tiny_pieces, setup, teardown),
+        cmocka_unit_test_setup_teardown(liveness_pings_and_silent_cut, setup, teardown),
         cmocka_unit_test_setup_teardown(queue_limit_per_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(connect_by_name, setup, teardown),
         cmocka_unit_test_setup_teardown(connect_refused, setup, teardown),
