@@ -91,6 +91,8 @@ typedef struct {
     uint64_t lag_lsn;
     uint64_t epoch;
     uint64_t records_applied, records_dropped, pages_held, resets;
+    uint32_t pins;        /* read transactions running: nothing is applied meanwhile */
+    uint64_t received;    /* the last LSN received from the stream */
     bool stream_up;
 } rd_stats;
 

@@ -378,6 +378,8 @@ void rd_core_stats(rd_core *c, uint64_t now_ms, rd_stats *out)
                       .records_dropped = c->dropped,
                       .pages_held = c->count,
                       .resets = c->resets,
+                      .pins = c->pins,
+                      .received = c->last_received,
                       .stream_up = c->stream_up};
     uv_mutex_unlock(&c->mu);
 }

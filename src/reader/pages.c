@@ -217,6 +217,15 @@ static void read_step(rd_read *rd)
         rd->answers = 0;
         rd->need = 0;
         rd->reset = rd_core_reset_vdl(r->core);
+        /* the stream started over after this transaction took its read point: the heads
+         * known now are the new start's, past the read point, and a page at the old point
+         * may be materialized away everywhere; the transaction is run again instead */
+        if (!rd->background && rd->rp < rd->reset)
+            return read_finish(rd, mrd_fail(rd->msg, MRD_ESTALE,
+                                            "page %" PRIu64 " at lsn %" PRIu64
+                                            ": the log stream started over at lsn %" PRIu64
+                                            " after this transaction began; send it again",
+                                            rd->page, rd->rp, rd->reset));
         for (int s = 0; s < QUORUM_SEGMENTS; s++)
             if (usable(&r->nodes[s])) send_call(rd, &r->nodes[s], true);
     } else {

@@ -28,13 +28,15 @@ static void status_fn(mrd_node *node, mrd_buf *out, void *ud)
     mrd_buf_printf(out,
                    ",\"reader_state\":\"%s\",\"vdl\":%llu,\"writer_vdl\":%llu,\"lag_ms\":%llu,"
                    "\"lag_lsn\":%llu,\"epoch\":%llu,\"pages_held\":%llu,\"records_applied\":%llu,"
-                   "\"records_dropped\":%llu,\"stream_resets\":%llu",
+                   "\"records_dropped\":%llu,\"stream_resets\":%llu,\"received_lsn\":%llu,"
+                   "\"read_transactions\":%u,\"page_reads\":%u",
                    !r->sql_ready ? "starting" : st.stream_up ? "streaming" : "stream_down",
                    (unsigned long long)st.applied_vdl, (unsigned long long)st.writer_vdl,
                    (unsigned long long)st.lag_ms, (unsigned long long)st.lag_lsn,
                    (unsigned long long)st.epoch, (unsigned long long)st.pages_held,
                    (unsigned long long)st.records_applied, (unsigned long long)st.records_dropped,
-                   (unsigned long long)st.resets);
+                   (unsigned long long)st.resets, (unsigned long long)st.received, st.pins,
+                   r->n_reads);
     if (!st.stream_up && r->stream_why[0]) {
         mrd_buf_printf(out, ",\"stream_down_reason\":");
         mrd_json_quote(out, r->stream_why);

@@ -167,6 +167,11 @@ static int run_one(sqlite3 *db, sqlite3_stmt *st, const char *where, uint64_t *r
     for (;;) {
         int s = sqlite3_step(st);
         if (s == SQLITE_DONE) break;
+        if ((s & 0xff) == SQLITE_IOERR) /* a page the volume could not give: nothing done */
+            return mrd_sql_fail(err, 503, "unavailable",
+                                "%s: a page could not be read (%s); nothing was changed, send "
+                                "it again",
+                                where, sqlite3_errmsg(db));
         if (s != SQLITE_ROW)
             return mrd_sql_fail(err, s == SQLITE_BUSY ? 503 : 400, "sql_error", "%s: %s", where,
                                 sqlite3_errmsg(db));
