@@ -146,6 +146,10 @@ def check_region_partition(env):
     mtest.wait_for("r2's agent to log its watch of r1 timing out",
                    lambda: env.log("r2-agent").count("event=region_watch_timeout region=r1")
                    > watch_timeouts, timeout=30)
+    # a silent cut is noticed (HTTP/2 liveness): both ends drop the replication stream
+    mtest.wait_for("both agents to see the replication stream down",
+                   lambda: secondary(env).get("stream") != "streaming"
+                   and env.get("r2-agent").get("stream") is False, timeout=30)
     stale = env.sql("SELECT count(*) FROM t", "--consistency", "session", "--after-lsn",
                     str(last["lsn"]), region="r2", endpoint="reader", check=False)
     assert isinstance(stale, subprocess.CompletedProcess) and "lagging" in stale.stderr, stale
@@ -169,10 +173,11 @@ def nodes_scl(env):
             and p["region"] == "r1"}
 
 
-def reader_endpoint_reads(env, count):
-    """count reads through r1's reader endpoint at once (curl, 5 s each): who answered."""
+def reader_endpoint_reads(env, count, max_s=5):
+    """count reads through r1's reader endpoint at once (curl, max_s each): who answered."""
     url = env.url(env.info["regions"]["r1"]["reader"], "/v1/sql")
-    ps = [subprocess.Popen(env.hosts.hub_cmd(["curl", "-sS", "--max-time", "5", *env.curl_args(),
+    ps = [subprocess.Popen(env.hosts.hub_cmd(["curl", "-sS", "--max-time", str(max_s),
+                                              *env.curl_args(),
                                               "-d", '{"sql": "SELECT count(*) FROM t"}', url]),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
           for _ in range(count)]
@@ -189,6 +194,12 @@ def reader_endpoint_reads(env, count):
 def check_az_partition(env):
     key = env.hosts.partition_az("r1", "c")
     t0 = time.monotonic()
+    # reads sent at the cut, some to the reader in AZ c: its connection dies silently,
+    # the router notices (no answer to its PINGs) and sends the read to another reader
+    at_cut = reader_endpoint_reads(env, 6, max_s=20)
+    print(f"  az r1/c cut: reads sent at the cut answered by {at_cut} "
+          f"({time.monotonic() - t0:.1f} s)")
+    assert all(not r.startswith("failed") for r in at_cut), at_cut
     times = []
     for i in range(200, 210):
         t = time.monotonic()
@@ -198,6 +209,8 @@ def check_az_partition(env):
     print(f"  az r1/c cut: 10 writes in {times} ms; writer vdl {vdl.get('vdl')} "
           f"storage_nodes_up {vdl.get('storage_nodes_up')} "
           f"({time.monotonic() - t0:.1f} s after the cut)")
+    mtest.wait_for("the writer to count four storage nodes up",
+                   lambda: env.get("r1-w1").get("storage_nodes_up") == 4, timeout=30)
     # the router stops choosing a reader whose health poll goes unanswered for
     # ROUTER_POLL_TIMEOUT_MS (1.5 s): r1-r2, in AZ c
     time.sleep(max(0.0, 2.5 - (time.monotonic() - t0)))
