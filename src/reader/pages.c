@@ -26,7 +26,9 @@ struct rd_read {
     bool have_need;
     uint32_t answers, inflight; /* head: reports answered / in flight */
     uint32_t tried;             /* page: nodes tried this round (bits) */
+    uint32_t gone;              /* page: nodes that answered 410 this round (bits) */
     uint64_t retry_at_ms, deadline_ms;
+    int last_status;     /* the last answer a node gave (0: none, or no connection) */
     bool waiting; /* nothing in flight: retry_at_ms says when to go on */
     rd_read *next;
 };
@@ -143,6 +145,7 @@ static void c_close(h2_call *call, int error, void *ud)
     reader *r = rd->r;
     rd->inflight--;
     if (error != 0) c->status = 0;
+    rd->last_status = c->status;
     if (c->head) {
         if (c->status == 200) {
             rd->answers++;
@@ -159,6 +162,8 @@ static void c_close(h2_call *call, int error, void *ud)
             if (!rd->have_need) rd->answers = 0; /* the stream restarted meanwhile: again */
             if (rd->background && rd->have_need) rd->need = UINT64_MAX; /* done */
         }
+    } else if (c->status == 410) {
+        rd->gone |= 1u << (uint32_t)(c->n - r->nodes);
     } else if (c->status == 200 && c->body.len == r->ps.page_size) {
         memcpy(rd->out, c->body.data, c->body.len);
         rd_core_page_put(r->core, rd->page, rd->rp, rd->out);
@@ -213,19 +218,20 @@ static void read_step(rd_read *rd)
                                         "page %" PRIu64 " at lsn %" PRIu64 ": no storage node "
                                         "could serve it within %u ms",
                                         rd->page, rd->rp, RD_READ_TIMEOUT_MS));
+    /* the stream started over after this transaction took its read point: heads known now
+     * are the new start's, past the read point, and storage materializes past it while
+     * the pin holds the log back; the transaction is run again instead */
+    uint64_t start = rd_core_reset_vdl(r->core);
+    if (!rd->background && rd->rp < start)
+        return read_finish(rd, mrd_fail(rd->msg, MRD_ESTALE,
+                                        "page %" PRIu64 " at lsn %" PRIu64
+                                        ": the log stream started over at lsn %" PRIu64
+                                        " after this transaction began; send it again",
+                                        rd->page, rd->rp, start));
     if (!rd->have_need) {
         rd->answers = 0;
         rd->need = 0;
-        rd->reset = rd_core_reset_vdl(r->core);
-        /* the stream started over after this transaction took its read point: the heads
-         * known now are the new start's, past the read point, and a page at the old point
-         * may be materialized away everywhere; the transaction is run again instead */
-        if (!rd->background && rd->rp < rd->reset)
-            return read_finish(rd, mrd_fail(rd->msg, MRD_ESTALE,
-                                            "page %" PRIu64 " at lsn %" PRIu64
-                                            ": the log stream started over at lsn %" PRIu64
-                                            " after this transaction began; send it again",
-                                            rd->page, rd->rp, rd->reset));
+        rd->reset = start;
         for (int s = 0; s < QUORUM_SEGMENTS; s++)
             if (usable(&r->nodes[s])) send_call(rd, &r->nodes[s], true);
     } else {
@@ -236,7 +242,15 @@ static void read_step(rd_read *rd)
             send_call(rd, &r->nodes[s], false);
         }
         r->rr++;
-        if (rd->inflight == 0) rd->tried = 0; /* every node said incomplete: a new round */
+        /* the round is over: every node that answered has materialized the page past the
+         * read point (410): none will have it again */
+        if (rd->inflight == 0 && rd->tried != 0 && rd->gone == rd->tried)
+            return read_finish(rd, mrd_fail(rd->msg, MRD_ESTALE,
+                                            "page %" PRIu64 " at lsn %" PRIu64
+                                            ": every storage node holds it only as of a later "
+                                            "LSN; send it again",
+                                            rd->page, rd->rp));
+        if (rd->inflight == 0) rd->tried = rd->gone = 0; /* a new round */
     }
     if (rd->inflight == 0) {
         rd->waiting = true;
@@ -269,6 +283,22 @@ void rd_reads_tick(reader *r, uint64_t now)
         next = rd->next;
         if (rd->waiting && now >= rd->retry_at_ms) read_step(rd);
     }
+}
+
+void rd_reads_status(reader *r, uint64_t now, mrd_buf *out)
+{
+    const rd_read *o = NULL;
+    for (const rd_read *rd = r->reads; rd != NULL; rd = rd->next)
+        if (!rd->background && (o == NULL || rd->deadline_ms < o->deadline_ms)) o = rd;
+    if (o == NULL) return;
+    uint64_t started = o->deadline_ms - RD_READ_TIMEOUT_MS;
+    mrd_buf_printf(out,
+                   ",\"oldest_page_read\":{\"page\":%" PRIu64 ",\"read_point\":%" PRIu64
+                   ",\"need\":%" PRIu64 ",\"stream_start\":%" PRIu64
+                   ",\"head_known\":%s,\"last_status\":%d,\"age_ms\":%" PRIu64 "}",
+                   o->page, o->rp, o->have_need ? o->need : 0, o->reset,
+                   o->have_need ? "true" : "false", o->last_status,
+                   now > started ? now - started : 0);
 }
 
 void rd_reads_stop(reader *r)

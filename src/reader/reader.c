@@ -37,6 +37,7 @@ static void status_fn(mrd_node *node, mrd_buf *out, void *ud)
                    (unsigned long long)st.records_applied, (unsigned long long)st.records_dropped,
                    (unsigned long long)st.resets, (unsigned long long)st.received, st.pins,
                    r->n_reads);
+    rd_reads_status(r, mrd_now_ms(), out);
     if (!st.stream_up && r->stream_why[0]) {
         mrd_buf_printf(out, ",\"stream_down_reason\":");
         mrd_json_quote(out, r->stream_why);

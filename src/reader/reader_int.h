@@ -76,6 +76,8 @@ void rd_nodes_tick(reader *r, uint64_t now);
 void rd_reads_tick(reader *r, uint64_t now);
 void rd_nodes_stop(reader *r);
 void rd_reads_stop(reader *r);
+/* The oldest page read in flight, for the status: ,"oldest_page_read":{...} (nothing if none). */
+void rd_reads_status(reader *r, uint64_t now, mrd_buf *out);
 
 /* sql.c */
 void rd_primary_tick(reader *r, uint64_t now);
