@@ -14,12 +14,13 @@ from xml.sax.saxutils import escape
 
 WIDTH = 1100
 PANEL_H = 170
-LEFT, RIGHT, TOP, GAP, BOTTOM = 70, 170, 84, 34, 40
+LEFT, RIGHT, TOP, GAP, BOTTOM = 70, 170, 92, 34, 40
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 FAULT_COLORS = {"kill": "#d62728", "pause": "#ff7f0e", "partition_az": "#9467bd",
                 "partition_regions": "#8c564b", "delay_spike": "#17becf",
                 "switchover": "#2ca02c"}
-LABEL_ROWS = 4  # fault labels are staggered over this many rows so they do not overlap
+LABEL_ROWS = 4       # fault labels are staggered over this many rows so they do not overlap
+LABEL_CHAR_PX = 5.6  # width of a character of a fault label (10 px sans-serif), roughly
 
 
 def percentile(values, q):
@@ -124,17 +125,27 @@ def svg(panels, faults, duration_s, title):
     def sx(t):
         return LEFT + plot_w * min(max(t, 0), duration_s) / duration_s
 
-    for i, f in enumerate(faults):
+    row_free = [0.0] * LABEL_ROWS  # where each label row is free again, in x
+    for f in faults:
         start = f.get("at_s") or 0
         end = f.get("healed_s") if f.get("healed_s") is not None else duration_s
         x0, x1 = sx(start), max(sx(end), sx(start) + 2)
         color = FAULT_COLORS.get(f["kind"], "#999")
-        row = i % LABEL_ROWS
-        ly = 32 + 9 * row
+        label = f["kind"] + " " + f.get("target", "")
+        row = min(range(LABEL_ROWS), key=lambda r: row_free[r])
+        ly = 32 + 11 * row
         out.append(f'<rect x="{x0:.1f}" y="{ly + 2}" width="{x1 - x0:.1f}" '
-                   f'height="{bottom - ly - 2:.1f}" fill="{color}" fill-opacity="0.15"/>')
-        out.append(f'<text x="{x0:.1f}" y="{ly}" class="fault" fill="{color}">'
-                   f'{escape(f["kind"] + " " + f.get("target", ""))}</text>')
+                   f'height="{bottom - ly - 2:.1f}" fill="{color}" fill-opacity="0.15">'
+                   f'<title>{escape(label)}: {start:g} s to {end:g} s</title></rect>')
+        if row_free[row] <= x0:  # a label only where it fits; the span's title has it all
+            out.append(f'<text x="{x0:.1f}" y="{ly}" class="fault" fill="{color}">'
+                       f'{escape(label)}</text>')
+            row_free[row] = x0 + LABEL_CHAR_PX * len(label) + 4
+    for k, (kind, color) in enumerate(FAULT_COLORS.items()):
+        y = bottom - 14 * (len(FAULT_COLORS) - k) + 10
+        out.append(f'<rect x="{WIDTH - RIGHT + 10}" y="{y - 9}" width="18" height="10" '
+                   f'fill="{color}" fill-opacity="0.3"/>')
+        out.append(f'<text x="{WIDTH - RIGHT + 32}" y="{y}" class="fault">{kind}</text>')
     for k, (ptitle, unit, series) in enumerate(panels):
         _panel(out, TOP + k * (PANEL_H + GAP), ptitle, unit, series, duration_s)
     step = _nice_max(duration_s / 10)
