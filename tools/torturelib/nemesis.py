@@ -22,6 +22,10 @@ Kinds (`KINDS`):
 | partition_regions | the delay link between two regions blackholes, then heals | 5-15 s |
 | delay_spike | the link between two regions at 300 ms one way, then back | 5 s |
 | switchover | `meridian switchover --to` the region that is not the primary | (as long as it takes) |
+| disk_full | a storage node's disk fills up (tools/faultfs: writes fail ENOSPC), then the disk is freed and the node restarted | 3-8 s |
+| fsync_fail | a storage node's fdatasync fails (EIO), then the disk heals and the node is restarted (a failed sync is never retried) | 3-8 s |
+
+The disk kinds are drawn only when the cluster has the faultfs shim (`cluster.disk_faults`).
 
 Every fault is printed as it starts and as it heals, with its time from the start of
 the run, and recorded: {"kind", "target", "at_s", "healed_s", "hold_s", "result"}.
@@ -31,38 +35,46 @@ import random
 import threading
 import time
 
-KINDS = ("kill", "pause", "partition_az", "partition_regions", "delay_spike", "switchover")
+KINDS = ("kill", "pause", "partition_az", "partition_regions", "delay_spike", "switchover",
+         "disk_full", "fsync_fail")
+DISK_KINDS = {"disk_full": "enospc", "fsync_fail": "fsync_eio"}  # faultfs control words
 GAP_S = (3.0, 8.0)             # quiet time between a fault's heal and the next one
 FIRST_S = 5.0                  # no fault in the first seconds: the workloads get going
 HOLD_S = {"kill": (1.0, 3.0), "pause": (1.0, 5.0), "partition_az": (5.0, 15.0),
-          "partition_regions": (5.0, 15.0), "delay_spike": (5.0, 5.0), "switchover": (0, 0)}
+          "partition_regions": (5.0, 15.0), "delay_spike": (5.0, 5.0), "switchover": (0, 0),
+          "disk_full": (3.0, 8.0), "fsync_fail": (3.0, 8.0)}
 SPIKE_MS = 300                 # one-way delay during a delay spike
 TAIL_S = 8.0                   # no fault starts this close to the end of the schedule
 SCHEDULE_MAX = 10000           # faults drawn for one run, whatever its length
 
 
-def draw(seed, duration_s, regions, nodes, azs=("a", "b", "c"), exceed=False):
+def draw(seed, duration_s, regions, nodes, azs=("a", "b", "c"), exceed=False, disks=False):
     """The schedule: [{"gap_s", "kind", "targets", "hold_s"}] for a run of duration_s
     seconds. nodes: {node id: {"region", "az", ...}} (hosts.topology()'s). Kinds come
-    in seeded shuffled rounds of all of them, so a short run still sees several."""
+    in seeded shuffled rounds of all of them, so a short run still sees several; the
+    disk kinds only with disks=True."""
     rng = random.Random(seed)
     ids = sorted(nodes)
+    storage = [i for i in ids if nodes[i].get("role") == "storage"]
     out, t, bag = [], FIRST_S, []
     while t < duration_s - TAIL_S and len(out) < SCHEDULE_MAX:
         if not bag:
             bag = list(KINDS)
             rng.shuffle(bag)
         kind = bag.pop()
-        if kind == "switchover" and len(regions) < 2:
+        if (kind == "switchover" and len(regions) < 2) or \
+                (kind in DISK_KINDS and (not disks or not storage)):
             continue
         lo, hi = HOLD_S[kind]
         hold = round(rng.uniform(lo, hi), 1)
-        double = exceed and kind in ("kill", "pause", "partition_az") and rng.random() < 0.5
-        if kind in ("kill", "pause"):
-            first = rng.choice(ids)
+        double = exceed and kind in ("kill", "pause", "partition_az", *DISK_KINDS) and \
+            rng.random() < 0.5
+        if kind in ("kill", "pause", *DISK_KINDS):
+            pool = storage if kind in DISK_KINDS else ids
+            first = rng.choice(pool)
             targets = [first]
             if double:
-                same = [i for i in ids if nodes[i]["region"] == nodes[first]["region"]
+                same = [i for i in pool if nodes[i]["region"] == nodes[first]["region"]
                         and nodes[i]["az"] != nodes[first]["az"]]
                 targets.append(rng.choice(same))
         elif kind == "partition_az":
@@ -147,6 +159,9 @@ class Nemesis(threading.Thread):
             fault["keys"] = [h.partition_regions(*targets[0].split("-"))]
         elif kind == "delay_spike":
             h.set_delay(*targets[0].split("-"), SPIKE_MS, 0)
+        elif kind in DISK_KINDS:
+            for t in targets:
+                c.disk_fault(t, DISK_KINDS[kind])
         elif kind == "switchover":
             ok, text = c.switchover()
             fault["target"] = text.split()[0] if ok and text else fault["target"]
@@ -170,6 +185,12 @@ class Nemesis(threading.Thread):
                     h.heal(key)
             elif kind == "delay_spike":
                 h.set_delay(*targets[0].split("-"), c.delay_ms, c.jitter_ms)
+            elif kind in DISK_KINDS:  # a node whose disk failed stays failed: restart it
+                said = [c.disk_heal(t) for t in targets]
+                fault["node_said"] = said
+                if not all(said):
+                    fault["result"] = "no write reached the failing disk"
+                c.restart()
             fault.pop("pids", None)
             fault["healed_s"] = self.now()
             self.log(f"[{fault['healed_s']:7.2f} s] healed {kind} {fault['target']}"

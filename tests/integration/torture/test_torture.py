@@ -78,6 +78,9 @@ def check_report(out):
     assert all(r["acknowledged"] > 0 for r in ops["reads"].values()), ops
     assert doc["lag_ms"] and doc["latency_ms"]["append"]["p99"] is not None, doc
     assert "--seed" in doc["replay"], doc["replay"]
+    # a failing disk (tools/faultfs) is seen by its node: it says why it stopped
+    disk = [f for f in doc["faults"] if f["kind"] in ("disk_full", "fsync_fail")]
+    assert not disk or any(all(f.get("node_said")) for f in disk), disk
     svg = ET.parse(os.path.join(out, "timeline.svg")).getroot()
     assert svg.tag == "{http://www.w3.org/2000/svg}svg", svg.tag
     spans = [t.text or "" for t in svg.iter("{http://www.w3.org/2000/svg}title")]
