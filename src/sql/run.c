@@ -152,6 +152,20 @@ static int column_json(sqlite3_stmt *st, int i, mrd_buf *out)
 }
 
 /* Steps one prepared statement to the end, appending its result object. */
+/* SQLite's error rc as the API says it: a page the volume could not give (an I/O error, on
+ * a writer or reader that is stopping, restarting or cut from storage) changed nothing and
+ * may be sent again (503); a busy database too; anything else is the request's (400). */
+static int sqlite_fail(mrd_sql_error *err, sqlite3 *db, int rc, const char *where)
+{
+    if ((rc & 0xff) == SQLITE_IOERR)
+        return mrd_sql_fail(err, 503, "unavailable",
+                            "%s: a page could not be read (%s); nothing was changed, send it "
+                            "again",
+                            where, sqlite3_errmsg(db));
+    return mrd_sql_fail(err, (rc & 0xff) == SQLITE_BUSY ? 503 : 400, "sql_error", "%s: %s",
+                        where, sqlite3_errmsg(db));
+}
+
 static int run_one(sqlite3 *db, sqlite3_stmt *st, const char *where, uint64_t *rows_total,
                    mrd_buf *out, mrd_sql_error *err)
 {
@@ -167,14 +181,7 @@ static int run_one(sqlite3 *db, sqlite3_stmt *st, const char *where, uint64_t *r
     for (;;) {
         int s = sqlite3_step(st);
         if (s == SQLITE_DONE) break;
-        if ((s & 0xff) == SQLITE_IOERR) /* a page the volume could not give: nothing done */
-            return mrd_sql_fail(err, 503, "unavailable",
-                                "%s: a page could not be read (%s); nothing was changed, send "
-                                "it again",
-                                where, sqlite3_errmsg(db));
-        if (s != SQLITE_ROW)
-            return mrd_sql_fail(err, s == SQLITE_BUSY ? 503 : 400, "sql_error", "%s: %s", where,
-                                sqlite3_errmsg(db));
+        if (s != SQLITE_ROW) return sqlite_fail(err, db, s, where);
         if (++*rows_total > MRD_SQL_ROWS_MAX || out->len > MRD_SQL_ANSWER_BYTES_MAX)
             return mrd_sql_fail(err, 413, "too_large",
                                 "%s: the answer passes %d rows or %u bytes; add a LIMIT", where,
@@ -241,8 +248,7 @@ static int prepare(sqlite3 *db, const mrd_sql_request *req, uint32_t i, sqlite3_
                             "%s: transaction control, ATTACH/DETACH and PRAGMA assignments are "
                             "not allowed (each request runs as one transaction)",
                             where);
-    if (rc != SQLITE_OK)
-        return mrd_sql_fail(err, 400, "sql_error", "%s: %s", where, sqlite3_errmsg(db));
+    if (rc != SQLITE_OK) return sqlite_fail(err, db, rc, where);
     if (*st == NULL)
         return mrd_sql_fail(err, 400, "sql_error", "%s: holds no statement", where);
     sqlite3_stmt *next = NULL;

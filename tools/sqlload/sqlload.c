@@ -198,7 +198,8 @@ static void bank_failed(run *r, uint64_t now)
 typedef struct {
     uint64_t lsn;
     char code[64];
-    bool duplicate; /* the UNIQUE constraint of transfers.id refused the INSERT */
+    char message[160]; /* the error's message, on one line (the log keeps it after the code) */
+    bool duplicate;    /* the UNIQUE constraint of transfers.id refused the INSERT */
 } bank_reply;
 
 static void bank_reply_parse(const mrd_buf *body, bank_reply *out)
@@ -214,6 +215,9 @@ static void bank_reply_parse(const mrd_buf *body, bank_reply *out)
     if (code != NULL && code[0] != '\0') snprintf(out->code, sizeof(out->code), "%s", code);
     for (char *p = out->code; *p != '\0'; p++)
         if (!(*p >= 'a' && *p <= 'z') && !(*p >= '0' && *p <= '9') && *p != '_') *p = '_';
+    if (text != NULL) snprintf(out->message, sizeof(out->message), "%s", text);
+    for (char *p = out->message; *p != '\0'; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
     out->duplicate = code != NULL && strcmp(code, "sql_error") == 0 && text != NULL &&
                      strstr(text, "UNIQUE constraint failed: transfers.id") != NULL;
     mrd_json_free(&d);
@@ -248,7 +252,7 @@ static void bank_answer(client *cl, int error)
     }
     r->errors++;
     cl->pending = false;
-    log_line(r, "fail %" PRIu64 " %s\n", cl->txn_id, a.code);
+    log_line(r, "fail %" PRIu64 " %s %s\n", cl->txn_id, a.code, a.message);
 }
 
 /* The body of the client's next request: its pending transfer again once the pause after a
