@@ -159,6 +159,26 @@ def proc_runs(pid, program, marker):
     return os.path.basename(args[0]) == program.encode() and marker.encode() in args
 
 
+def log_vdl(path):
+    """Highest `vdl N` in a `meridian volume-bench --log` file (0 when none yet)."""
+    best = 0
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("vdl "):
+                    best = max(best, int(line.split()[1]))
+    except OSError:
+        pass
+    return best
+
+
+def vdl_advances(path, by, what, timeout=20.0):
+    """Waits until the volume-bench log at path shows VDL `by` above where it is now."""
+    start = log_vdl(path)
+    wait_for(f"vdl to advance by {by} ({what}; it was {start})",
+             lambda: log_vdl(path) >= start + by, timeout=timeout)
+
+
 def pid_is(pid, ident):
     """True when pid is a live meridiand started for ident."""
     return proc_runs(pid, "meridiand", ident)

@@ -44,25 +44,6 @@ exec "$@"
 """
 
 
-def log_vdl(path):
-    """Highest `vdl N` in the bench log (0 when none yet)."""
-    best = 0
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.startswith("vdl "):
-                    best = max(best, int(line.split()[1]))
-    except OSError:
-        pass
-    return best
-
-
-def vdl_advances(path, by, what, timeout=30.0):
-    start = log_vdl(path)
-    mtest.wait_for(f"vdl to advance by {by} ({what}; it was {start})",
-                   lambda: log_vdl(path) >= start + by, timeout=timeout)
-
-
 class Cluster:
     def __init__(self):
         self.env = mtest.Env(BIN, tls=False)
@@ -132,7 +113,7 @@ def fail_node(c, log, bench_err, ident, words, call, errtext):
     st = c.status(ident)
     assert st["log_failed_reason"], st
     frozen = c.durable(ident)
-    vdl_advances(log, 500, f"{ident} failed ({words}), five nodes left")
+    mtest.vdl_advances(log, 500, f"{ident} failed ({words}), five nodes left", timeout=30.0)
     assert c.durable(ident) == frozen, (frozen, c.durable(ident))
     pid = c.env.pids()[ident]
     assert mtest.pid_is(pid, ident), f"{ident} exited instead of refusing writes"
@@ -153,7 +134,7 @@ def heal_restart(c, log, idents, peer):
     for ident in idents:
         st = c.status(ident)
         assert st["log_failed"] is False, st
-    vdl_advances(log, 500, f"{', '.join(idents)} back")
+    mtest.vdl_advances(log, 500, f"{', '.join(idents)} back", timeout=30.0)
     target = c.status(peer)["scl"]
     for ident in idents:
         mtest.wait_for(f"{ident} catches up to scl {target}",
@@ -172,7 +153,7 @@ def test_disk_faults():
                                   "--data", c.env.data, "--duration-ms", "300000",
                                   "--inflight", "16", "--log", log, "--json"],
                                  stdout=subprocess.PIPE, stderr=err, text=True)
-        vdl_advances(log, 500, "all six up")
+        mtest.vdl_advances(log, 500, "all six up", timeout=30.0)
 
         # (a) fdatasync fails on one node
         line = fail_node(c, log, err, "r1-s1", "fsync_eio", "fdatasync", "Input/output error")
@@ -190,15 +171,15 @@ def test_disk_faults():
         for ident in ("r1-s2", "r1-s5"):
             mtest.wait_for(f"{ident} reports log_failed",
                            lambda: (c.status(ident) or {}).get("log_failed") is True, timeout=20)
-        vdl_advances(log, 500, "r1-s2 and r1-s5 failed")
+        mtest.vdl_advances(log, 500, "r1-s2 and r1-s5 failed", timeout=30.0)
         # a third: no write quorum; nothing is acknowledged, the bench waits
         c.fault("r1-s6", "fsync_eio")
         mtest.wait_for("r1-s6 reports log_failed",
                        lambda: (c.status("r1-s6") or {}).get("log_failed") is True, timeout=20)
         time.sleep(1.0)  # what was in flight settles
-        stalled = log_vdl(log)
+        stalled = mtest.log_vdl(log)
         time.sleep(3.0)
-        assert log_vdl(log) == stalled, f"vdl moved from {stalled} to {log_vdl(log)} on 3 nodes"
+        assert mtest.log_vdl(log) == stalled, f"vdl moved from {stalled} to {mtest.log_vdl(log)} on 3 nodes"
         assert bench.poll() is None, "volume-bench exited without a write quorum"
         heal_restart(c, log, ["r1-s2", "r1-s5", "r1-s6"], "r1-s1")
 
@@ -211,7 +192,7 @@ def test_disk_faults():
         out = json.loads(stdout)
         assert out["stopped_by"] == "signal" and out["records"] > 0, out
         bench = None
-        print(f"bench: {out['records']} records acknowledged, vdl {log_vdl(log)}", flush=True)
+        print(f"bench: {out['records']} records acknowledged, vdl {mtest.log_vdl(log)}", flush=True)
 
         # nothing acknowledged is lost: recover from scratch and compare with the log
         for ident in NODES:

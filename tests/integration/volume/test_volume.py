@@ -24,30 +24,11 @@ import mtest  # noqa: E402
 BIN = sys.argv[1]
 
 
-def log_vdl(path):
-    """Highest `vdl N` in the bench log (0 when none yet)."""
-    best = 0
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.startswith("vdl "):
-                    best = max(best, int(line.split()[1]))
-    except OSError:
-        pass
-    return best
-
-
 def kill9(env, ident):
     pid = env.pids()[ident]
     assert mtest.pid_is(pid, ident), f"{ident} (pid {pid}) is not running"
     os.kill(pid, signal.SIGKILL)
     mtest.wait_for(f"{ident} gone", lambda: not mtest.pid_is(pid, ident), timeout=10)
-
-
-def vdl_advances(path, by, what, timeout=20.0):
-    start = log_vdl(path)
-    mtest.wait_for(f"vdl to advance by {by} ({what}; it was {start})",
-                   lambda: log_vdl(path) >= start + by, timeout=timeout)
 
 
 def bench_args(env, *extra):
@@ -67,7 +48,7 @@ def test_bench_faults_verify(tls):
                     "--json", timeout=120)
         out = json.loads(r.stdout)
         assert out["records"] == 10000 and out["stopped_by"] == "records", out
-        assert log_vdl(log) >= out["first_lsn"] + 9999, (log_vdl(log), out)
+        assert mtest.log_vdl(log) >= out["first_lsn"] + 9999, (mtest.log_vdl(log), out)
         with open(log) as f:
             first = f.readline().split()
         assert first[0] == "recovered", first
@@ -76,17 +57,17 @@ def test_bench_faults_verify(tls):
         bench = subprocess.Popen(bench_args(env, "--duration-ms", "120000", "--inflight", "16",
                                             "--log", log, "--json"),
                                  stdout=subprocess.PIPE, stderr=err, text=True)
-        vdl_advances(log, 500, "all six up")
+        mtest.vdl_advances(log, 500, "all six up")
 
         kill9(env, "r1-s1")  # both nodes of AZ a: a write quorum (4 of 6) remains
         kill9(env, "r1-s2")
-        vdl_advances(log, 500, "AZ a down")
+        mtest.vdl_advances(log, 500, "AZ a down")
 
         kill9(env, "r1-s3")  # AZ a plus one: no write quorum
         time.sleep(1.0)      # what was in flight settles
-        stalled = log_vdl(log)
+        stalled = mtest.log_vdl(log)
         time.sleep(3.0)
-        assert log_vdl(log) == stalled, f"vdl moved from {stalled} to {log_vdl(log)} without a quorum"
+        assert mtest.log_vdl(log) == stalled, f"vdl moved from {stalled} to {mtest.log_vdl(log)} without a quorum"
         assert bench.poll() is None, "volume-bench exited without a write quorum"
         err.seek(0)
         text = err.read()
@@ -94,7 +75,7 @@ def test_bench_faults_verify(tls):
 
         r = env.cli("up", "--role", "storage")
         assert r.stdout.count("starting") == 3, r.stdout
-        vdl_advances(log, 500, "after the restart")
+        mtest.vdl_advances(log, 500, "after the restart")
 
         bench.send_signal(signal.SIGTERM)
         stdout, _ = bench.communicate(timeout=30)
