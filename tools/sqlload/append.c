@@ -102,6 +102,7 @@ struct ap_run {
     uint64_t slot_key[AP_KEYS_MAX], slot_appends[AP_KEYS_MAX];
     uint64_t id_base, key_base;
     uint64_t values, keys; /* handed out so far */
+    uint64_t keys_used;    /* keys given at least one append */
     vb_rng rng;
     FILE *log;
     uint64_t start_ns, deadline_ns, drain_ns, end_ns;
@@ -252,6 +253,8 @@ static void ap_pick(ap_client *cl)
     cl->op = AP_APPEND;
     cl->conn = &r->conns[0];
     cl->v = r->id_base + ++r->values;
+    if (r->slot_appends[slot] == 0)
+        r->keys_used++;
     if (++r->slot_appends[slot] >= cfg->appends_per_key) { /* retired: a fresh key takes over */
         r->slot_key[slot] = r->key_base + ++r->keys;
         r->slot_appends[slot] = 0;
@@ -580,7 +583,7 @@ static void ap_print(const ap_run *r)
            vb_lat_quantile(&r->lat_append, 0.5) / 1000.0,
            vb_lat_quantile(&r->lat_append, 0.99) / 1000.0,
            vb_lat_quantile(&r->lat_read, 0.5) / 1000.0,
-           vb_lat_quantile(&r->lat_read, 0.99) / 1000.0, r->keys, r->id_base, r->key_base,
+           vb_lat_quantile(&r->lat_read, 0.99) / 1000.0, r->keys_used, r->id_base, r->key_base,
            cfg->consistency, cfg->seed);
 }
 

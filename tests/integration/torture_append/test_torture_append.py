@@ -71,7 +71,11 @@ def append_pipeline():
         r = run([SQLLOAD, "append-check", "--addr", ep["cluster"], *tls_args(env), "--log", log,
                  "--final", final])
         read = json.loads(r.stdout.strip().splitlines()[-1])
-        assert read["values"] >= load["ok"] and read["keys"] == load["keys_used"], (read, load)
+        # keys_used counts keys given an append: all of them are read back when every
+        # append was acknowledged
+        assert read["values"] >= load["ok"] and read["keys"] <= load["keys_used"], (read, load)
+        if load["fail"] == 0 and load["unknown"] == 0:
+            assert read["keys"] == load["keys_used"], (read, load)
         verdict = checker(log, final)
         counts = verdict["counts"]
         print(f"check: {json.dumps(counts)}", flush=True)
