@@ -1,7 +1,8 @@
 /*
  * The SQL API's request parsing and execution on an in-memory SQLite
  * connection: answers, one transaction per request, every refusal with its
- * code, status and message.
+ * code, status and message; and, on a file whose reads fail on demand, that an
+ * I/O error while SQLite prepares or steps a statement answers 503 unavailable.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -207,6 +209,154 @@ static void group_of_requests(void **state)
            "\"last_insert_rowid\":0}]");
 }
 
+/* ---- a VFS whose reads fail on demand (a volume that cannot give a page) ---------------- */
+
+static bool reads_fail;
+static sqlite3_vfs *base_vfs;
+static sqlite3_vfs failing_vfs;
+
+typedef struct {
+    sqlite3_file base;
+    sqlite3_file *real; /* the default VFS's file, right after this struct */
+} failing_file;
+
+#define REAL(f) (((failing_file *)(f))->real)
+
+static int ff_close(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xClose(REAL(f));
+}
+static int ff_read(sqlite3_file *f, void *buf, int n, sqlite3_int64 off)
+{
+    if (reads_fail) return SQLITE_IOERR_READ;
+    return REAL(f)->pMethods->xRead(REAL(f), buf, n, off);
+}
+static int ff_write(sqlite3_file *f, const void *buf, int n, sqlite3_int64 off)
+{
+    return REAL(f)->pMethods->xWrite(REAL(f), buf, n, off);
+}
+static int ff_truncate(sqlite3_file *f, sqlite3_int64 size)
+{
+    return REAL(f)->pMethods->xTruncate(REAL(f), size);
+}
+static int ff_sync(sqlite3_file *f, int flags)
+{
+    return REAL(f)->pMethods->xSync(REAL(f), flags);
+}
+static int ff_size(sqlite3_file *f, sqlite3_int64 *size)
+{
+    return REAL(f)->pMethods->xFileSize(REAL(f), size);
+}
+static int ff_lock(sqlite3_file *f, int level)
+{
+    return REAL(f)->pMethods->xLock(REAL(f), level);
+}
+static int ff_unlock(sqlite3_file *f, int level)
+{
+    return REAL(f)->pMethods->xUnlock(REAL(f), level);
+}
+static int ff_reserved(sqlite3_file *f, int *out)
+{
+    return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
+}
+static int ff_control(sqlite3_file *f, int op, void *arg)
+{
+    return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
+}
+static int ff_sector(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xSectorSize(REAL(f));
+}
+static int ff_device(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
+}
+
+static const sqlite3_io_methods failing_methods = {
+    .iVersion = 1, /* no shared memory: rollback journal only */
+    .xClose = ff_close,
+    .xRead = ff_read,
+    .xWrite = ff_write,
+    .xTruncate = ff_truncate,
+    .xSync = ff_sync,
+    .xFileSize = ff_size,
+    .xLock = ff_lock,
+    .xUnlock = ff_unlock,
+    .xCheckReservedLock = ff_reserved,
+    .xFileControl = ff_control,
+    .xSectorSize = ff_sector,
+    .xDeviceCharacteristics = ff_device,
+};
+
+static int ff_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags, int *out)
+{
+    (void)vfs;
+    failing_file *ff = (failing_file *)f;
+    ff->real = (sqlite3_file *)(ff + 1);
+    int rc = base_vfs->xOpen(base_vfs, name, ff->real, flags, out);
+    ff->base.pMethods = rc == SQLITE_OK ? &failing_methods : NULL;
+    return rc;
+}
+
+static void failing_vfs_register(void)
+{
+    if (base_vfs != NULL) return;
+    base_vfs = sqlite3_vfs_find(NULL);
+    failing_vfs = *base_vfs;
+    failing_vfs.iVersion = 1;
+    failing_vfs.szOsFile = (int)sizeof(failing_file) + base_vfs->szOsFile;
+    failing_vfs.zName = "failing";
+    failing_vfs.pNext = NULL;
+    failing_vfs.xOpen = ff_open;
+    assert_int_equal(sqlite3_vfs_register(&failing_vfs, 0), SQLITE_OK);
+}
+
+/* A request on a connection that cannot read a page answers 503 unavailable (nothing
+ * changed: send it again), whether SQLite fails while it prepares the statement (a fresh
+ * connection loading the schema), while it steps it (a new read transaction re-reading
+ * the header) or as a write transaction begins; a syntax error stays 400. */
+static void io_errors(void **state)
+{
+    (void)state;
+    failing_vfs_register();
+    char dir[] = "/tmp/mrd-test-sql-XXXXXX", path[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/db", dir);
+    sqlite3 *keep = db, *fdb = NULL;
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    assert_int_equal(sqlite3_open_v2(path, &fdb, flags, "failing"), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(fdb, "CREATE TABLE f (k); INSERT INTO f VALUES (1)", NULL,
+                                  NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(fdb);
+
+    assert_int_equal(sqlite3_open_v2(path, &fdb, flags, "failing"), SQLITE_OK);
+    db = fdb;
+    reads_fail = true; /* the schema was never read: preparing needs page 1 */
+    refused("{\"sql\": \"SELECT k FROM f\"}", false, 503, "unavailable",
+            "sql: a page could not be read");
+    refused("{\"statements\": [{\"sql\": \"INSERT INTO f VALUES (2)\"}]}", false, 503,
+            "unavailable", "nothing was changed, send it again");
+    reads_fail = false;
+    expect("{\"sql\": \"SELECT count(*) FROM f\"}",
+           "\"results\":[{\"columns\":[\"count(*)\"],\"rows\":[[1]],\"changes\":0,"
+           "\"last_insert_rowid\":0}]");
+    reads_fail = true; /* the schema is known: a query's first read, while it steps */
+    refused("{\"sql\": \"SELECT k FROM f\"}", false, 503, "unavailable",
+            "sql: a page could not be read");
+    refused("{\"sql\": \"INSERT INTO f VALUES (3)\"}", false, 503, "unavailable",
+            "cannot begin a transaction"); /* BEGIN IMMEDIATE reads the header */
+    refused("{\"sql\": \"SELEC 1\"}", false, 400, "sql_error", "syntax error");
+    reads_fail = false;
+    expect("{\"sql\": \"SELECT count(*) FROM f\"}",
+           "\"results\":[{\"columns\":[\"count(*)\"],\"rows\":[[1]],\"changes\":0,"
+           "\"last_insert_rowid\":0}]");
+    db = keep;
+    assert_int_equal(sqlite3_close(fdb), SQLITE_OK);
+    assert_int_equal(unlink(path), 0);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -215,6 +365,7 @@ int main(void)
         cmocka_unit_test(refusals),
         cmocka_unit_test(request_options),
         cmocka_unit_test(group_of_requests),
+        cmocka_unit_test(io_errors),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
