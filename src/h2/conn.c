@@ -465,10 +465,10 @@ static void conn_close_now(h2_conn *c, int err)
     c->tcp.data = c;
     c->flusher.data = c;
     c->alive.data = c;
-    int open = c->handles_open;
-    if (open >= 1) uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
-    if (open >= 2) uv_close((uv_handle_t *)&c->flusher, on_handle_closed);
-    if (open >= 3) uv_close((uv_handle_t *)&c->alive, on_handle_closed);
+    int handles = c->handles_open;
+    if (handles >= 1) uv_close((uv_handle_t *)&c->tcp, on_handle_closed);
+    if (handles >= 2) uv_close((uv_handle_t *)&c->flusher, on_handle_closed);
+    if (handles >= 3) uv_close((uv_handle_t *)&c->alive, on_handle_closed);
 }
 
 void h2_conn_close(h2_conn *c, int err)
