@@ -1,13 +1,15 @@
 """Test hosts: a Meridian topology laid out as separate network hosts on one machine.
 
 Every (region, AZ) is a network namespace of its own with one address; a hub
-namespace joins them: one bridge per region, routing between regions through a
-delay link of the project's own (tools/tundelay, a TUN device in the hub), since
-this kernel has no netem qdisc and no iptables. Partitions take an AZ's link down,
-blackhole a region with policy rules, or cut the delay link between two regions.
-The CLI and test clients run in the hub, which reaches every host directly.
+namespace routes between them: a veth link per AZ host, and delay links of the
+project's own (tools/tundelay, a TUN device in the hub), since this kernel has no
+netem qdisc and no iptables: one between each pair of regions (delay_ms) and one
+per region for the traffic between its AZs (az_delay_ms, about 1 ms). Partitions
+take an AZ's link down, blackhole a region with policy rules, or cut the delay link
+between two regions. The CLI and test clients run in the hub, which reaches every
+host directly, without delay.
 
-    hosts = Hosts(regions=("r1", "r2"), delay_ms=25)
+    hosts = Hosts(regions=("r1", "r2"), delay_ms=25, az_delay_ms=1)
     topo = hosts.topology(path)                     # addresses on the AZ hosts
     subprocess.run(hosts.hub_cmd([meridian, "up", path, "--data", d]),
                    env=hosts.spawn_env())           # each meridiand in its AZ's namespace
@@ -41,6 +43,7 @@ IFNAME_MAX = 15          # the kernel's IFNAMSIZ - 1
 RULE_PREF_FAULT = 100    # partition rules: looked up before the delay-link rules
 RULE_PREF_LINK = 1000    # region-pair rules sending forwarded packets into a tundelay
 TABLE_LINK = 100         # routing table of the first region pair
+TABLE_AZ = 200           # routing table of the first region's AZ link
 PORT_FIRST = 7100        # every host numbers its own ports from here
 SIGNAL_ACK_S = 5.0       # how long a tundelay may take to log that it acted on a signal
 STATE_GLOB = "meridian-hosts-*/state.json"
@@ -134,7 +137,7 @@ class Hosts:
     """A hub namespace and one namespace per (region, AZ); see the module's docstring."""
 
     def __init__(self, regions=("r1", "r2"), azs=("a", "b", "c"), delay_ms=0, jitter_ms=0,
-                 tundelay=None, net=77, state_dir=None, signals=True):
+                 tundelay=None, net=77, state_dir=None, signals=True, az_delay_ms=1):
         for name in (*regions, *azs):
             if not NAME_RE.match(name):
                 raise HostsError(f"'{name}': region and AZ names use only A-Z a-z 0-9 _ . -")
@@ -154,6 +157,7 @@ class Hosts:
         self.closed = False
         self.faults = {}      # key -> what heal() must undo
         self.links = {}       # (a, b) -> {"dev", "table", "pid", "proc", "log", "control"}
+        self.az_links = {}    # region -> the same, for the link between its AZs
         self._rule_pref = RULE_PREF_FAULT
         self._ports = {}      # namespace -> next free port
         self._old_handlers = {}
@@ -169,7 +173,7 @@ class Hosts:
             self._install_signals()
         atexit.register(self.close)  # a harness that forgets still leaves nothing behind
         try:
-            self._build(delay_ms, jitter_ms)
+            self._build(delay_ms, jitter_ms, az_delay_ms)
         except BaseException:
             self.close()
             raise
@@ -189,9 +193,6 @@ class Hosts:
     def address(self, region, az):
         """The one address of an AZ host."""
         return f"10.{self.net}.{self.regions.index(region) + 1}.{10 + self.azs.index(az)}"
-
-    def bridge(self, region):
-        return f"br-{region}"
 
     def veth(self, region, az):
         """The hub's end of an AZ host's link (the host's end is its eth0)."""
@@ -248,10 +249,10 @@ class Hosts:
     def _sysctl(self, ns, *settings):
         _run([self.ip, "netns", "exec", ns, "sysctl", "-q", "-w", *settings])
 
-    def _build(self, delay_ms, jitter_ms):
+    def _build(self, delay_ms, jitter_ms, az_delay_ms):
         self._add_ns(self.hub)
         # Forwarding in the hub only; no reverse-path filter, since packets coming back out
-        # of a delay link arrive on its TUN device, not on the bridge of their source.
+        # of a delay link arrive on its TUN device, not on the link of their source.
         self._sysctl(self.hub, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0",
                      "net.ipv4.conf.default.rp_filter=0")
         for region in self.regions:
@@ -259,6 +260,9 @@ class Hosts:
         for i, a in enumerate(self.regions):
             for b in self.regions[i + 1:]:
                 self._build_link(a, b, delay_ms, jitter_ms)
+        if az_delay_ms > 0 and len(self.azs) > 1:
+            for region in self.regions:
+                self._build_az_link(region, az_delay_ms)
 
     def _add_link(self, name, *args):
         if len(name) > IFNAME_MAX:
@@ -268,10 +272,11 @@ class Hosts:
         self._ipn(self.hub, "link", "add", name, *args)
 
     def _build_region(self, region):
-        br = self.bridge(region)
-        self._add_link(br, "type", "bridge")
-        self._ipn(self.hub, "addr", "add", f"{self.hub_address(region)}/24", "dev", br)
-        self._ipn(self.hub, "link", "set", br, "up")
+        # Routed, not bridged: every packet between two AZ hosts crosses the hub's routing,
+        # where the policy rules send it through a delay link or drop it. The hub holds
+        # the region's gateway address itself (on its loopback device).
+        gw = self.hub_address(region)
+        self._ipn(self.hub, "addr", "add", f"{gw}/32", "dev", "lo")
         for az in self.azs:
             ns = self.ns(region, az)
             self._add_ns(ns)
@@ -279,10 +284,17 @@ class Hosts:
             # Made in the hub with its peer straight in the AZ host: nothing of the run
             # ever exists in the machine's own namespace.
             self._add_link(veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
-            self._ipn(self.hub, "link", "set", veth, "master", br, "up")
-            self._ipn(ns, "addr", "add", f"{self.address(region, az)}/24", "dev", "eth0")
+            self._ipn(self.hub, "link", "set", veth, "up")
+            self._host_route(region, az)
+            self._ipn(ns, "addr", "add", f"{self.address(region, az)}/32", "dev", "eth0")
             self._ipn(ns, "link", "set", "eth0", "up")
-            self._ipn(ns, "route", "add", "default", "via", self.hub_address(region))
+            self._ipn(ns, "route", "add", gw, "dev", "eth0", "scope", "link")
+            self._ipn(ns, "route", "add", "default", "via", gw, "dev", "eth0")
+
+    def _host_route(self, region, az):
+        """The hub's route to an AZ host (the kernel drops it when the link goes down)."""
+        self._ipn(self.hub, "route", "replace", f"{self.address(region, az)}/32",
+                  "dev", self.veth(region, az), "src", self.hub_address(region))
 
     def _build_link(self, a, b, delay_ms, jitter_ms):
         i, k = self.regions.index(a), self.regions.index(b)
@@ -303,8 +315,32 @@ class Hosts:
         self._ipn(self.hub, "link", "set", dev, "up")
         self._ipn(self.hub, "route", "add", "default", "dev", dev, "table", str(table))
         for src, dst in ((a, b), (b, a)):
+            for az in self.azs:
+                self._add_rule(RULE_PREF_LINK + len(self.state.data["rules"]),
+                               "iif", self.veth(src, az), "to", self.subnet(dst),
+                               "lookup", str(table))
+
+    def _build_az_link(self, region, delay_ms):
+        """The delay link between a region's AZs: what one AZ host sends to another of its
+        region goes through it (a host's own traffic and the hub's do not)."""
+        i = self.regions.index(region)
+        dev = f"tz{i}"
+        table = TABLE_AZ + i
+        self.state.add("links", {"ns": self.hub, "name": dev})
+        self._ipn(self.hub, "tuntap", "add", "dev", dev, "mode", "tun")
+        control = os.path.join(self.dir, f"{dev}.delay")
+        with open(control, "w") as f:
+            f.write(f"{delay_ms} 0\n")
+        log = os.path.join(self.dir, f"{dev}.log")
+        link = {"dev": dev, "table": table, "log": log, "control": control, "region": region}
+        self.az_links[region] = link
+        self._start_tundelay(link, delay_ms, 0)
+        self._sysctl(self.hub, f"net.ipv4.conf.{dev}.rp_filter=0")
+        self._ipn(self.hub, "link", "set", dev, "up")
+        self._ipn(self.hub, "route", "add", "default", "dev", dev, "table", str(table))
+        for az in self.azs:
             self._add_rule(RULE_PREF_LINK + len(self.state.data["rules"]),
-                           "iif", self.bridge(src), "to", self.subnet(dst),
+                           "iif", self.veth(region, az), "to", self.subnet(region),
                            "lookup", str(table))
 
     def _start_tundelay(self, link, delay_ms, jitter_ms):
@@ -463,7 +499,12 @@ class Hosts:
         """Cuts an AZ host off everything (its link down): its region's other AZs, the
         other regions and the hub. Returns the key heal() takes."""
         key = ("az", region, az)
+        if key in self.faults:
+            raise HostsError(f"AZ {region}/{az} is already cut off: heal it first")
         self._ipn(self.hub, "link", "set", self.veth(region, az), "down")
+        # The kernel dropped the route with the link: without this one the hub would
+        # answer "network unreachable" for the AZ, where a cut link answers nothing.
+        self._ipn(self.hub, "route", "replace", "blackhole", f"{self.address(region, az)}/32")
         self.faults[key] = {}
         return key
 
@@ -489,9 +530,10 @@ class Hosts:
         for other in self.regions:
             if other != region:
                 for src, dst in ((region, other), (other, region)):
-                    rules.append(self._add_rule(self._rule_pref, "iif", self.bridge(src),
-                                                "to", self.subnet(dst), action))
-                    self._rule_pref += 1
+                    for az in self.azs:
+                        rules.append(self._add_rule(self._rule_pref, "iif", self.veth(src, az),
+                                                    "to", self.subnet(dst), action))
+                        self._rule_pref += 1
         self.faults[key] = {"rules": rules}
         return key
 
@@ -504,12 +546,17 @@ class Hosts:
                 continue
             if k[0] == "az":
                 self._ipn(self.hub, "link", "set", self.veth(k[1], k[2]), "up")
+                self._host_route(k[1], k[2])
             elif k[0] == "link":
                 self._tundelay_signal(self._link(k[1], k[2]), signal.SIGUSR2, "tundelay_healed")
             elif k[0] == "region":
                 for rule in fault["rules"]:
                     self._del_rule(rule)
         return keys
+
+    def all_links(self):
+        """Every delay link: between regions, then between each region's AZs."""
+        return [*self.links.values(), *self.az_links.values()]
 
     def set_delay(self, a, b, ms, jitter=0):
         """One-way delay (± jitter, whole ms) of the link between two regions, from now on;
@@ -543,7 +590,7 @@ class Hosts:
         self.closed = True
         for sig, old in self._old_handlers.items():
             signal.signal(sig, old)
-        for link in self.links.values():
+        for link in self.all_links():
             if "proc" in link:
                 try:
                     link["proc"].stdout.close()
@@ -552,7 +599,7 @@ class Hosts:
         if keep_files is None:
             keep_files = bool(os.environ.get("MRD_TEST_KEEP"))
         left = cleanup(self.state.path, keep_files=keep_files)
-        for link in self.links.values():  # reap our own children
+        for link in self.all_links():  # reap our own children
             if "proc" in link:
                 try:
                     link["proc"].wait(timeout=5)
@@ -667,6 +714,7 @@ def main(argv=None):
     ap.add_argument("--up", metavar="REGIONS", help="lay out these regions (r1,r2) and hold")
     ap.add_argument("--delay-ms", type=int, default=30)
     ap.add_argument("--jitter-ms", type=int, default=0)
+    ap.add_argument("--az-delay-ms", type=int, default=1)
     ap.add_argument("--tundelay", help="path of build/bin/tundelay")
     args = ap.parse_args(argv)
     if args.cleanup is not None:
@@ -679,7 +727,8 @@ def main(argv=None):
         return 1 if bad else 0
     if args.up:
         hosts = Hosts(regions=tuple(args.up.split(",")), delay_ms=args.delay_ms,
-                      jitter_ms=args.jitter_ms, tundelay=args.tundelay)
+                      jitter_ms=args.jitter_ms, tundelay=args.tundelay,
+                      az_delay_ms=args.az_delay_ms)
         print(f"hosts: run {hosts.prefix}, state {hosts.state.path}")
         for r, az in hosts.hosts():
             print(f"  {hosts.ns(r, az):24} {hosts.address(r, az)}")

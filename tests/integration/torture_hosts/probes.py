@@ -20,7 +20,7 @@ class Probes:
         return self.hosts.hub_cmd(args) if host is None else self.hosts.ns_cmd(*host, args)
 
     def addr(self, host, via=None):
-        """host's address; the hub's is its address on the bridge of `via`'s region."""
+        """host's address; the hub's is its gateway address of `via`'s region."""
         return self.hosts.hub_address(via[0]) if host is None else self.hosts.address(*host)
 
     def listen(self, host, port):

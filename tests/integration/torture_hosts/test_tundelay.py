@@ -1,6 +1,7 @@
 """tools/tundelay and the test hosts' faults (tools/torturelib/hosts.py), measured with
 real packets between network namespaces: the one-way delay is what was set, in each
-direction; jitter spreads packets without reordering them; a delay change applies
+direction, and 1 ms between two AZs of a region (none to the hub); jitter spreads
+packets without reordering them; a delay change applies
 at once; a cut link drops everything, packets already held included, and a healed
 one carries again; an isolated region reaches no other region while the hub still
 reaches it; a partitioned AZ reaches nobody. Cleanup leaves nothing, whether the
@@ -27,6 +28,7 @@ from tools.torturelib.hosts import Hosts, leftovers  # noqa: E402
 BIN = sys.argv[1]
 TUNDELAY = os.path.join(BIN, "tundelay")
 R1A, R1B, R2A, R2B, HUB = ("r1", "a"), ("r1", "b"), ("r2", "a"), ("r2", "b"), None
+AZ_DELAY_MS = 1
 
 
 def ordered(got):
@@ -65,14 +67,23 @@ def check_delay(hosts, pr):
               f"median {median(ms):.1f}")
         assert len(got) == 50 and ordered(got), got
         assert 40 <= min(ms) and median(ms) < 40 + 10 and max(ms) < 40 + STALL_MS, ms
-    # inside a region and to the hub: no delay link on the way
+    # between two AZs of a region: the region's AZ link, 1 ms one way
+    for src, dst, port in ((R1A, R1B, 9103), (R2B, R2A, 9104)):
+        got = pr.udp(src, dst, port, count=50, gap_ms=5)
+        ms = one_way(got)
+        print(f"  one way {src}->{dst} (AZs): {len(got)}/50, {min(ms):.2f}..{max(ms):.2f} ms, "
+              f"median {median(ms):.2f}")
+        assert len(got) == 50 and ordered(got), got
+        assert AZ_DELAY_MS <= min(ms) and median(ms) < AZ_DELAY_MS + 10, ms
+    # to the hub: no delay link on the way
     pr.listen(R1B, 9200)
     pr.listen(R2A, 9200)
     same = pr.connect(R1A, R1B, 9200, count=5)
     hub = pr.connect(HUB, R2A, 9200, count=5)
     cross = pr.connect(R1A, R2A, 9200, count=5)
-    print(f"  tcp connect: same region {same}, hub {hub}, across {cross}")
-    assert median(same) < 20 and median(hub) < 20, (same, hub)
+    print(f"  tcp connect: between AZs {same}, hub {hub}, across regions {cross}")
+    assert min(same) >= 2 * AZ_DELAY_MS and median(same) < 20, same
+    assert median(hub) < 20, hub
     assert min(cross) >= 80, cross
 
 
@@ -171,9 +182,10 @@ def gone(hosts, pids):
 
 
 def test_links():
-    hosts = Hosts(regions=("r1", "r2"), azs=("a", "b"), delay_ms=40, tundelay=TUNDELAY)
+    hosts = Hosts(regions=("r1", "r2"), azs=("a", "b"), delay_ms=40, tundelay=TUNDELAY,
+                  az_delay_ms=AZ_DELAY_MS)
     pr = Probes(hosts)
-    pids = [l["pid"] for l in hosts.links.values()]
+    pids = [l["pid"] for l in hosts.all_links()]
     try:
         print(f"  run {hosts.prefix}: state {hosts.state.path}")
         check_delay(hosts, pr)
@@ -195,7 +207,8 @@ def test_links():
                     if "Sanitizer" in l or "runtime error:" in l]
     if not os.environ.get("MRD_TEST_KEEP"):
         shutil.rmtree(hosts.dir)
-    assert stopped == 1 and reports == [], (stopped, reports)  # one link; ended by SIGTERM
+    # three links (r1-r2, r1's AZs, r2's AZs), each ended by SIGTERM
+    assert stopped == 3 and reports == [], (stopped, reports)
 
 
 def held_run():
