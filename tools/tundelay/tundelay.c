@@ -25,6 +25,10 @@
  *
  * It prints one line on stdout when it is attached; each event is one key=value
  * line on stderr. A harness starts it, reads that line and ends it by pid.
+ *
+ * This file does the I/O (the device, the clock, signals, the control file); what
+ * happens to the bytes read, and what the control file's text means, is tdlink.c,
+ * which does none, so that tests/fuzz/tundelay can drive it with any bytes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -40,32 +44,10 @@
 #include <uv.h>
 
 #include "meridian/common.h"
+#include "tdlink.h"
 
-#define TD_DELAY_MS_MAX 60000u        /* one way */
-#define TD_HELD_PACKETS_MAX 65536u    /* per direction: beyond, tail drop */
-#define TD_HELD_BYTES_MAX (64u << 20) /* per direction: beyond, tail drop */
-#define TD_PACKET_BYTES_MAX 65535u    /* an IPv4 packet's largest total length */
-#define TD_READ_BATCH_MAX 256u        /* packets read per wake-up */
-#define TD_CONTROL_BYTES_MAX 256u     /* the control file */
+#define TD_READ_BATCH_MAX 256u /* packets read per wake-up */
 #define TD_SIGNALS 5
-
-typedef struct td_packet {
-    struct td_packet *next;
-    uint64_t due_ns;
-    size_t len;
-    uint8_t data[];
-} td_packet;
-
-/* One direction's packets, in the order they were read; due times never decrease. */
-typedef struct {
-    td_packet *head, *tail;
-    size_t count, bytes;
-    uint64_t last_due_ns;
-} td_queue;
-
-typedef struct {
-    uint64_t read, written, dropped_blackhole, dropped_overflow, dropped_malformed, write_errors;
-} td_counters;
 
 typedef struct {
     uv_loop_t *loop;
@@ -75,106 +57,15 @@ typedef struct {
     int fd;
     char dev[IFNAMSIZ];
     const char *control;
-    uint64_t delay_ns, jitter_ns;
-    uint64_t rng; /* xorshift64* state; never 0 */
-    bool blackhole;
-    td_queue q[2];
-    td_counters n;
+    td_link link; /* the packets held, the delay and the counters */
     uint8_t buf[TD_PACKET_BYTES_MAX];
 } tundelay;
 
-static uint64_t td_random(tundelay *td)
+/* A TUN write hands the packet to the stack at once; it does not block. */
+static int td_write(void *ctx, const uint8_t *p, size_t len)
 {
-    td->rng ^= td->rng >> 12;
-    td->rng ^= td->rng << 25;
-    td->rng ^= td->rng >> 27;
-    return td->rng * 0x2545F4914F6CDD1Dull;
-}
-
-/* delay + a uniform offset in [-jitter, +jitter], never below zero. */
-static uint64_t td_hold_ns(tundelay *td)
-{
-    if (td->jitter_ns == 0) return td->delay_ns;
-    uint64_t span = 2 * td->jitter_ns + 1;
-    int64_t offset = (int64_t)(td_random(td) % span) - (int64_t)td->jitter_ns;
-    int64_t hold = (int64_t)td->delay_ns + offset;
-    return hold > 0 ? (uint64_t)hold : 0;
-}
-
-/* 0 or 1 by the order of the packet's addresses; -1 for what is not IPv4 or IPv6. */
-static int td_direction(const uint8_t *p, size_t len)
-{
-    if (len >= 20 && (p[0] >> 4) == 4) return memcmp(p + 12, p + 16, 4) < 0 ? 0 : 1;
-    if (len >= 40 && (p[0] >> 4) == 6) return memcmp(p + 8, p + 24, 16) < 0 ? 0 : 1;
-    return -1;
-}
-
-static void td_queue_drop_all(td_queue *q, uint64_t *dropped)
-{
-    while (q->head != NULL) {
-        td_packet *p = q->head;
-        q->head = p->next;
-        free(p);
-        if (dropped != NULL) (*dropped)++;
-    }
-    q->tail = NULL;
-    q->count = q->bytes = 0;
-}
-
-static void td_enqueue(tundelay *td, const uint8_t *data, size_t len, uint64_t now_ns)
-{
-    int dir = td_direction(data, len);
-    if (dir < 0) {
-        td->n.dropped_malformed++;
-        return;
-    }
-    td_queue *q = &td->q[dir];
-    if (q->count >= TD_HELD_PACKETS_MAX || q->bytes + len > TD_HELD_BYTES_MAX) {
-        td->n.dropped_overflow++;
-        return;
-    }
-    td_packet *p = malloc(sizeof(*p) + len);
-    if (p == NULL) {
-        td->n.dropped_overflow++;
-        return;
-    }
-    uint64_t due = now_ns + td_hold_ns(td);
-    p->due_ns = due > q->last_due_ns ? due : q->last_due_ns; /* never ahead of the one before */
-    q->last_due_ns = p->due_ns;
-    p->next = NULL;
-    p->len = len;
-    memcpy(p->data, data, len);
-    if (q->tail != NULL)
-        q->tail->next = p;
-    else
-        q->head = p;
-    q->tail = p;
-    q->count++;
-    q->bytes += len;
-}
-
-/* Writes every packet that is due; returns the earliest due time left, or 0. */
-static uint64_t td_flush(tundelay *td, uint64_t now_ns)
-{
-    uint64_t next = 0;
-    for (int d = 0; d < 2; d++) {
-        td_queue *q = &td->q[d];
-        while (q->head != NULL && q->head->due_ns <= now_ns) {
-            td_packet *p = q->head;
-            q->head = p->next;
-            if (q->head == NULL) q->tail = NULL;
-            q->count--;
-            q->bytes -= p->len;
-            /* A TUN write hands the packet to the stack at once; it does not block. */
-            if (write(td->fd, p->data, p->len) == (ssize_t)p->len)
-                td->n.written++;
-            else
-                td->n.write_errors++;
-            free(p);
-        }
-        if (q->head != NULL && (next == 0 || q->head->due_ns < next)) next = q->head->due_ns;
-    }
-    return next;
+    tundelay *td = ctx;
+    return write(td->fd, p, len) == (ssize_t)len ? 0 : -1;
 }
 
 static void on_timer(uv_timer_t *t);
@@ -193,7 +84,7 @@ static void on_timer(uv_timer_t *t)
 {
     tundelay *td = t->data;
     uint64_t now = mrd_now_ns();
-    td_arm(td, td_flush(td, now), now);
+    td_arm(td, td_flush(&td->link, now, td_write, td), now);
 }
 
 static void on_readable(uv_poll_t *h, int status, int events)
@@ -214,59 +105,30 @@ static void on_readable(uv_poll_t *h, int status, int events)
             return;
         }
         if (n <= 0) break; /* EAGAIN: all read */
-        td->n.read++;
-        if (td->blackhole)
-            td->n.dropped_blackhole++;
-        else
-            td_enqueue(td, td->buf, (size_t)n, now);
+        td_enqueue(&td->link, td->buf, (size_t)n, now);
     }
-    td_arm(td, td_flush(td, now), now); /* a zero delay passes packets on at once */
+    /* A zero delay passes packets on at once. */
+    td_arm(td, td_flush(&td->link, now, td_write, td), now);
 }
 
 static void td_log_counters(const tundelay *td, const char *event)
 {
+    const td_link *l = &td->link;
     MRD_INFO(event,
              "dev=%s delay_ms=%.3f jitter_ms=%.3f blackhole=%s read=%llu written=%llu "
              "dropped_blackhole=%llu dropped_overflow=%llu dropped_malformed=%llu "
              "write_errors=%llu held=%zu",
-             td->dev, (double)td->delay_ns / 1e6, (double)td->jitter_ns / 1e6,
-             td->blackhole ? "on" : "off", (unsigned long long)td->n.read,
-             (unsigned long long)td->n.written, (unsigned long long)td->n.dropped_blackhole,
-             (unsigned long long)td->n.dropped_overflow,
-             (unsigned long long)td->n.dropped_malformed, (unsigned long long)td->n.write_errors,
-             td->q[0].count + td->q[1].count);
-}
-
-/* A whole number of milliseconds, at most TD_DELAY_MS_MAX; *end is where it stopped. */
-static int td_parse_ms(const char *text, uint64_t *out, char **end)
-{
-    errno = 0;
-    unsigned long long v = strtoull(text, end, 10);
-    if (*end == text || errno != 0 || v > TD_DELAY_MS_MAX) return MRD_EINVAL;
-    *out = v;
-    return 0;
-}
-
-/* "DELAY_MS JITTER_MS", whitespace around and between. */
-static int td_parse_delay(const char *text, uint64_t *delay_ms, uint64_t *jitter_ms)
-{
-    char *end = NULL;
-    uint64_t d = 0, j = 0;
-    if (td_parse_ms(text, &d, &end) != 0) return MRD_EINVAL;
-    const char *rest = end;
-    if (td_parse_ms(rest, &j, &end) != 0) return MRD_EINVAL;
-    while (*end == ' ' || *end == '\n' || *end == '\t')
-        end++;
-    if (*end != '\0') return MRD_EINVAL;
-    *delay_ms = d;
-    *jitter_ms = j;
-    return 0;
+             td->dev, (double)l->delay_ns / 1e6, (double)l->jitter_ns / 1e6,
+             l->blackhole ? "on" : "off", (unsigned long long)l->n.read,
+             (unsigned long long)l->n.written, (unsigned long long)l->n.dropped_blackhole,
+             (unsigned long long)l->n.dropped_overflow, (unsigned long long)l->n.dropped_malformed,
+             (unsigned long long)l->n.write_errors, l->q[0].count + l->q[1].count);
 }
 
 /* A command-line value: only the number. */
 static int td_parse_arg(const char *text, uint64_t *out)
 {
-    char *end = NULL;
+    const char *end = NULL;
     return td_parse_ms(text, out, &end) == 0 && *end == '\0' ? 0 : MRD_EINVAL;
 }
 
@@ -287,8 +149,8 @@ static void td_reload(tundelay *td)
         return;
     }
     free(text);
-    td->delay_ns = d * 1000000ull;
-    td->jitter_ns = j * 1000000ull;
+    td->link.delay_ns = d * 1000000ull;
+    td->link.jitter_ns = j * 1000000ull;
     td_log_counters(td, "tundelay_delay");
 }
 
@@ -296,13 +158,11 @@ static void on_signal(uv_signal_t *s, int signum)
 {
     tundelay *td = s->data;
     if (signum == SIGUSR1) {
-        td->blackhole = true;
-        td_queue_drop_all(&td->q[0], &td->n.dropped_blackhole); /* in flight on a cut link */
-        td_queue_drop_all(&td->q[1], &td->n.dropped_blackhole);
+        td_link_blackhole(&td->link, true); /* drops the packets in flight on a cut link */
         uv_timer_stop(&td->timer);
         td_log_counters(td, "tundelay_blackhole");
     } else if (signum == SIGUSR2) {
-        td->blackhole = false;
+        td_link_blackhole(&td->link, false);
         td_log_counters(td, "tundelay_healed");
     } else if (signum == SIGHUP) {
         td_reload(td);
@@ -341,8 +201,7 @@ static void td_close(tundelay *td)
     for (int i = 0; i < TD_SIGNALS; i++)
         uv_close((uv_handle_t *)&td->sigs[i], on_closed);
     uv_run(td->loop, UV_RUN_DEFAULT); /* the close callbacks */
-    td_queue_drop_all(&td->q[0], NULL);
-    td_queue_drop_all(&td->q[1], NULL);
+    td_link_close(&td->link);
     close(td->fd);
 }
 
@@ -401,9 +260,7 @@ int main(int argc, char **argv)
         td_parse_arg(jitter, &jitter_ms) != 0)
         return usage();
     mrd_log_init(dev, MRD_LOG_INFO);
-    td.delay_ns = delay_ms * 1000000ull;
-    td.jitter_ns = jitter_ms * 1000000ull;
-    td.rng = seed != 0 ? seed : 1;
+    td_link_init(&td.link, delay_ms * 1000000ull, jitter_ms * 1000000ull, seed);
     td.loop = uv_default_loop();
     mrd_msg msg;
     if (td_open(&td, dev, &msg) != 0) {
