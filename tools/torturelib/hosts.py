@@ -297,9 +297,21 @@ class Hosts:
                   "dev", self.veth(region, az), "src", self.hub_address(region))
 
     def _build_link(self, a, b, delay_ms, jitter_ms):
+        """The delay link between two regions: what one sends the other goes through it."""
         i, k = self.regions.index(a), self.regions.index(b)
-        dev = f"td{i}x{k}"
-        table = TABLE_LINK + len(self.links)
+        self.links[(a, b)] = self._delay_link(f"td{i}x{k}", TABLE_LINK + len(self.links),
+                                              delay_ms, jitter_ms, ((a, b), (b, a)), a=a, b=b)
+
+    def _build_az_link(self, region, delay_ms):
+        """The delay link between a region's AZs: what one AZ host sends to another of its
+        region goes through it (a host's own traffic and the hub's do not)."""
+        i = self.regions.index(region)
+        self.az_links[region] = self._delay_link(f"tz{i}", TABLE_AZ + i, delay_ms, 0,
+                                                 ((region, region),), region=region)
+
+    def _delay_link(self, dev, table, delay_ms, jitter_ms, pairs, **tags):
+        """A TUN device with its tundelay, and a rule per AZ of src for every (src, dst)
+        region pair sending what src's hosts send to dst's subnet into it."""
         self.state.add("links", {"ns": self.hub, "name": dev})
         # Persistent: routes through it outlive a tundelay restart; without a tundelay
         # attached the device has no carrier and drops what is routed into it.
@@ -307,41 +319,18 @@ class Hosts:
         control = os.path.join(self.dir, f"{dev}.delay")
         with open(control, "w") as f:
             f.write(f"{delay_ms} {jitter_ms}\n")
-        log = os.path.join(self.dir, f"{dev}.log")
-        link = {"dev": dev, "table": table, "log": log, "control": control, "a": a, "b": b}
-        self.links[(a, b)] = link
+        link = {"dev": dev, "table": table, "log": os.path.join(self.dir, f"{dev}.log"),
+                "control": control, **tags}
         self._start_tundelay(link, delay_ms, jitter_ms)
         self._sysctl(self.hub, f"net.ipv4.conf.{dev}.rp_filter=0")
         self._ipn(self.hub, "link", "set", dev, "up")
         self._ipn(self.hub, "route", "add", "default", "dev", dev, "table", str(table))
-        for src, dst in ((a, b), (b, a)):
+        for src, dst in pairs:
             for az in self.azs:
                 self._add_rule(RULE_PREF_LINK + len(self.state.data["rules"]),
                                "iif", self.veth(src, az), "to", self.subnet(dst),
                                "lookup", str(table))
-
-    def _build_az_link(self, region, delay_ms):
-        """The delay link between a region's AZs: what one AZ host sends to another of its
-        region goes through it (a host's own traffic and the hub's do not)."""
-        i = self.regions.index(region)
-        dev = f"tz{i}"
-        table = TABLE_AZ + i
-        self.state.add("links", {"ns": self.hub, "name": dev})
-        self._ipn(self.hub, "tuntap", "add", "dev", dev, "mode", "tun")
-        control = os.path.join(self.dir, f"{dev}.delay")
-        with open(control, "w") as f:
-            f.write(f"{delay_ms} 0\n")
-        log = os.path.join(self.dir, f"{dev}.log")
-        link = {"dev": dev, "table": table, "log": log, "control": control, "region": region}
-        self.az_links[region] = link
-        self._start_tundelay(link, delay_ms, 0)
-        self._sysctl(self.hub, f"net.ipv4.conf.{dev}.rp_filter=0")
-        self._ipn(self.hub, "link", "set", dev, "up")
-        self._ipn(self.hub, "route", "add", "default", "dev", dev, "table", str(table))
-        for az in self.azs:
-            self._add_rule(RULE_PREF_LINK + len(self.state.data["rules"]),
-                           "iif", self.veth(region, az), "to", self.subnet(region),
-                           "lookup", str(table))
+        return link
 
     def _start_tundelay(self, link, delay_ms, jitter_ms):
         log = open(link["log"], "ab")
