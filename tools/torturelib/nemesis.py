@@ -8,9 +8,11 @@ repeats the faults, not the run to the millisecond.
 
 Faults run one at a time and each is healed (the process restarted or resumed, the
 link back up, the delay back to normal) before the gap to the next one starts, so at
-most one AZ of a region is ever down: what the design promises to survive. A run
-marked to exceed it (`exceed=True`) hits two AZs of one region at once for the kinds
-that take a target (kill, pause, AZ partition).
+most one AZ of a region is ever down, plus one storage node of another AZ in the
+`az_plus_one` kind: what the design promises to survive (AZ+1 for reads, one AZ for
+writes: that region's writes wait while it lasts). A run marked to exceed it
+(`exceed=True`) hits two AZs of one region at once for the kinds that take a target
+(kill, pause, AZ partition, the disk kinds).
 
 Kinds (`KINDS`):
 
@@ -19,6 +21,7 @@ Kinds (`KINDS`):
 | kill | kill -9 of a process, then `meridian up` starts it again | 1-3 s before the restart |
 | pause | SIGSTOP of a process, then SIGCONT | 1-5 s |
 | partition_az | an AZ host's link down (nothing reaches it), then up | 5-15 s |
+| az_plus_one | an AZ cut off as above and kill -9 of a storage node in another AZ of the region, then both healed | 5-15 s |
 | partition_regions | the delay link between two regions blackholes, then heals | 5-15 s |
 | delay_spike | the link between two regions at 300 ms one way, then back | 5 s |
 | switchover | `meridian switchover --to` the region that is not the primary | (as long as it takes) |
@@ -36,13 +39,13 @@ import threading
 import time
 
 KINDS = ("kill", "pause", "partition_az", "partition_regions", "delay_spike", "switchover",
-         "disk_full", "fsync_fail")
+         "disk_full", "fsync_fail", "az_plus_one")
 DISK_KINDS = {"disk_full": "enospc", "fsync_fail": "fsync_eio"}  # faultfs control words
 GAP_S = (3.0, 8.0)             # quiet time between a fault's heal and the next one
 FIRST_S = 5.0                  # no fault in the first seconds: the workloads get going
 HOLD_S = {"kill": (1.0, 3.0), "pause": (1.0, 5.0), "partition_az": (5.0, 15.0),
           "partition_regions": (5.0, 15.0), "delay_spike": (5.0, 5.0), "switchover": (0, 0),
-          "disk_full": (3.0, 8.0), "fsync_fail": (3.0, 8.0)}
+          "disk_full": (3.0, 8.0), "fsync_fail": (3.0, 8.0), "az_plus_one": (5.0, 15.0)}
 SPIKE_MS = 300                 # one-way delay during a delay spike
 TAIL_S = 8.0                   # no fault starts this close to the end of the schedule
 SCHEDULE_MAX = 10000           # faults drawn for one run, whatever its length
@@ -81,6 +84,15 @@ def draw(seed, duration_s, regions, nodes, azs=("a", "b", "c"), exceed=False, di
             region = rng.choice(regions)
             picked = rng.sample(list(azs), 2 if double else 1)
             targets = [f"{region}/{az}" for az in picked]
+        elif kind == "az_plus_one":
+            if not storage:
+                continue
+            region = rng.choice(regions)
+            az = rng.choice(list(azs))
+            other = [i for i in storage if nodes[i]["region"] == region and nodes[i]["az"] != az]
+            if not other:
+                continue
+            targets = [f"{region}/{az}", rng.choice(other)]
         elif kind in ("partition_regions", "delay_spike"):
             a, b = sorted(rng.sample(list(regions), 2)) if len(regions) > 1 else (None, None)
             if a is None:
@@ -155,6 +167,9 @@ class Nemesis(threading.Thread):
             fault["pids"] = [c.pause(t) for t in targets]
         elif kind == "partition_az":
             fault["keys"] = [h.partition_az(*t.split("/")) for t in targets]
+        elif kind == "az_plus_one":
+            fault["keys"] = [h.partition_az(*targets[0].split("/"))]
+            fault["pids"] = [c.kill(targets[1])]
         elif kind == "partition_regions":
             fault["keys"] = [h.partition_regions(*targets[0].split("-"))]
         elif kind == "delay_spike":
@@ -180,9 +195,11 @@ class Nemesis(threading.Thread):
             elif kind == "pause":
                 for t in targets:
                     c.resume(t)
-            elif kind in ("partition_az", "partition_regions"):
+            elif kind in ("partition_az", "partition_regions", "az_plus_one"):
                 for key in fault.pop("keys", []):
                     h.heal(key)
+                if kind == "az_plus_one":
+                    c.restart()
             elif kind == "delay_spike":
                 h.set_delay(*targets[0].split("-"), c.delay_ms, c.jitter_ms)
             elif kind in DISK_KINDS:  # a node whose disk failed stays failed: restart it

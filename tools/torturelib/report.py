@@ -18,7 +18,8 @@ LEFT, RIGHT, TOP, GAP, BOTTOM = 70, 170, 92, 34, 40
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf")
 FAULT_COLORS = {"kill": "#d62728", "pause": "#ff7f0e", "partition_az": "#9467bd",
                 "partition_regions": "#8c564b", "delay_spike": "#17becf",
-                "switchover": "#2ca02c", "disk_full": "#7f7f7f", "fsync_fail": "#bcbd22"}
+                "switchover": "#2ca02c", "disk_full": "#7f7f7f", "fsync_fail": "#bcbd22",
+                "az_plus_one": "#e377c2"}
 LABEL_ROWS = 4       # fault labels are staggered over this many rows so they do not overlap
 LABEL_CHAR_PX = 5.6  # width of a character of a fault label (10 px sans-serif), roughly
 
