@@ -39,6 +39,7 @@
 #include "meridian/region.h"
 
 #define WRITER_SQL_QUEUE_MAX 4096      /* requests waiting for the SQL thread */
+#define WRITER_OPEN_HOLD_MS 1000u      /* requests wait this long for a writer still opening */
 #define WRITER_GROUP_MAX 256           /* requests that share one commit (group commit) */
 #define WRITER_RPO_POLL_MS 250         /* how often the primary's writer asks its agent for lag */
 #define WRITER_STREAMS_MAX 32          /* readers streaming the log */

@@ -202,7 +202,7 @@ static void group_done(sqlx_job *job, bool cancelled)
 /* Loop: starts a group with what waits, unless one runs. */
 static void group_submit(writer *w)
 {
-    if (w->group_running || w->pending == NULL) return;
+    if (w->group_running || w->pending == NULL || w->state != WR_READY) return;
     group_job *g = calloc(1, sizeof(*g));
     if (g == NULL) return; /* retried at the next request */
     g->w = w;
@@ -238,7 +238,11 @@ void wr_sql_route(mrd_node *node, h2_req *req, void *ud)
                      w->region->name);
         return respond_error(req, &err);
     }
-    if (w->state != WR_READY) {
+    /* a writer still recovering or opening holds the request (up to WRITER_OPEN_HOLD_MS,
+     * wr_sql_hold_expire) and runs it the moment it is ready: a switchover or a writer
+     * failover costs the clients no retry round */
+    bool hold = w->state == WR_RECOVERING || w->state == WR_OPENING;
+    if (w->state != WR_READY && !hold) {
         mrd_sql_fail(&err, 503,
                      w->state == WR_FENCED    ? "fenced"
                      : w->state == WR_STANDBY ? "secondary_region"
@@ -284,17 +288,41 @@ void wr_sql_route(mrd_node *node, h2_req *req, void *ud)
     group_submit(w);
 }
 
-void wr_sql_drop_pending(writer *w)
+/* Answers every request still waiting (none of them ran): 503 unavailable, why. */
+static void fail_pending(writer *w, const char *code, const char *why)
 {
     while (w->pending != NULL) {
         sql_job *j = w->pending;
         w->pending = j->next;
-        mrd_sql_fail(&j->err, 503, "unavailable", "the writer is stopping");
+        mrd_sql_fail(&j->err, 503, code, "%s; nothing was changed, send it again", why);
         if (j->req != NULL) respond_error(j->req, &j->err);
         job_free(j);
     }
     w->pending_tail = NULL;
     w->n_pending = 0;
+}
+
+void wr_sql_drop_pending(writer *w)
+{
+    fail_pending(w, "unavailable", "the writer is stopping");
+}
+
+void wr_sql_hold_expire(writer *w, uint64_t now_ms)
+{
+    if (w->state == WR_READY || w->pending == NULL) return;
+    if (w->state == WR_RECOVERING || w->state == WR_OPENING) {
+        if (now_ms - w->pending->started_ms < WRITER_OPEN_HOLD_MS) return;
+        char why[MRD_MSG_MAX];
+        snprintf(why, sizeof(why), "the writer is still %s after %u ms",
+                 w->state == WR_RECOVERING ? "recovering the volume" : "opening the database",
+                 WRITER_OPEN_HOLD_MS);
+        return fail_pending(w, "unavailable", why);
+    }
+    char why[MRD_MSG_MAX]; /* it will not open: failed or fenced meanwhile */
+    snprintf(why, sizeof(why), "the writer is %s%s%.300s",
+             w->state == WR_FENCED ? "fenced by a newer writer" : "failed", w->why[0] ? ": " : "",
+             w->why);
+    fail_pending(w, w->state == WR_FENCED ? "fenced" : "unavailable", why);
 }
 
 void wr_sql_closed(h2_req *req)
@@ -335,13 +363,15 @@ static void open_done(sqlx_job *job, bool cancelled)
     writer *w = o->w;
     if (!cancelled && o->rc == 0 && w->state == WR_OPENING) {
         w->state = WR_READY;
-        MRD_INFO("sql_ready", "epoch=%llu vdl=%llu",
+        MRD_INFO("sql_ready", "epoch=%llu vdl=%llu held=%u",
                  (unsigned long long)vol_info_get(w->vol)->epoch,
-                 (unsigned long long)vol_vdl(w->vol));
+                 (unsigned long long)vol_vdl(w->vol), w->n_pending);
+        group_submit(w); /* what arrived while it opened */
     } else if (!cancelled && o->rc != 0) {
         w->state = WR_FAILED;
         snprintf(w->why, sizeof(w->why), "%s", o->msg.text);
         MRD_ERROR("sql_open_failed", "reason=\"%s\"", o->msg.text);
+        wr_sql_hold_expire(w, mrd_now_ms());
     }
     free(o);
 }

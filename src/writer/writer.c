@@ -24,6 +24,7 @@ static void on_ready(vol *v, int status, const char *msg, void *ud)
         w->state = WR_FAILED;
         snprintf(w->why, sizeof(w->why), "%s", msg);
         MRD_ERROR("volume_open_failed", "reason=\"%s\"", msg);
+        wr_sql_hold_expire(w, mrd_now_ms()); /* what it held is answered now */
         return;
     }
     const vol_info *info = vol_info_get(v);
@@ -52,6 +53,7 @@ static void on_error(vol *v, int err, const char *msg, void *ud)
     w->state = err == MRD_ESTALE ? WR_FENCED : WR_FAILED;
     snprintf(w->why, sizeof(w->why), "%s", msg);
     MRD_ERROR(err == MRD_ESTALE ? "writer_fenced" : "writer_failed", "reason=\"%s\"", msg);
+    wr_sql_hold_expire(w, mrd_now_ms()); /* held requests too (those of a group run on) */
     wr_store_on_vdl(w); /* blocked commits now fail */
     wr_streams_end(w);
 }
@@ -155,7 +157,7 @@ static void stop_fn(mrd_node *node, void *ud)
     wr_sql_drop_pending(w);
     wr_streams_end(w);
     wr_store_on_vdl(w); /* blocked commits fail: the SQL thread can finish */
-    sqlx_stop(w->sqlx, sqlx_stopped, w);
+    if (w->sqlx != NULL) sqlx_stop(w->sqlx, sqlx_stopped, w); /* none while standing by */
 }
 
 /* ---- start ------------------------------------------------------------------------------ */
@@ -199,7 +201,10 @@ static void on_beat(uv_timer_t *t)
     writer *w = t->data;
     wr_stalled(w);
     w->beat_ms = mrd_now_ms();
+    wr_sql_hold_expire(w, w->beat_ms);
 }
+
+static int writer_activate(writer *w, uint64_t epoch_min, mrd_msg *msg);
 
 void writer_region_changed(writer *w, const rg_state *st)
 {
@@ -220,31 +225,66 @@ void writer_region_changed(writer *w, const rg_state *st)
         return;
     }
     if (m == w->mode && st->epoch == w->global_epoch) return;
+    if (w->state == WR_STANDBY && m == RG_INST_WRITER && !w->stopping) {
+        /* promoted (a switchover or failover to this region): the volume opens in this
+         * process, on the connections clients already hold, without a restart */
+        MRD_INFO("writer_promoted", "epoch=%llu was_epoch=%llu primary=%s",
+                 (unsigned long long)st->epoch, (unsigned long long)w->global_epoch, st->primary);
+        w->mode = m;
+        w->global_epoch = st->epoch;
+        mrd_msg msg = {{0}};
+        if (writer_activate(w, rg_volume_epoch_min(st->epoch), &msg) == 0) return;
+        MRD_ERROR("writer_promote_failed", "reason=\"%s\"", msg.text);
+        mrd_node_restart(w->node, "opening the volume in place failed: start afresh");
+        return;
+    }
     char why[160];
     snprintf(why, sizeof(why), "this instance is now %s (global epoch %llu, primary %s)",
              rg_inst_mode_name(m), (unsigned long long)st->epoch, st->primary);
     mrd_node_restart(w->node, why);
 }
 
+/* Opens the volume at epoch_min or above and takes writes once it is open: the writer of
+ * the primary region (from the start, or promoted in place from standing by). */
+static int writer_activate(writer *w, uint64_t epoch_min, mrd_msg *msg)
+{
+    mrd_node *node = w->node;
+    w->state = WR_RECOVERING;
+    w->why[0] = '\0';
+    uv_timer_init(node->loop, &w->beat);
+    w->beat.data = w;
+    w->beat_ms = mrd_now_ms();
+    uv_timer_start(&w->beat, on_beat, WRITER_BEAT_MS, WRITER_BEAT_MS);
+    w->beat_running = true;
+    w->max_pages = (uint64_t)QUORUM_PGS_MAX * (node->topo.pg_size_bytes / node->topo.page_size);
+    register_metrics(w);
+    int rc = wr_backlog_init(&w->backlog, WRITER_BACKLOG_RECORDS, 64u << 20);
+    if (rc == 0) rc = sqlx_start(node->loop, &w->sqlx, msg);
+    if (rc != 0) return rc;
+    wr_store_init(w);
+    vol_config cfg = {.topo = &node->topo,
+                      .region = node->self->region,
+                      .certs_dir = node->certs_dir,
+                      .cert_id = node->self->id,
+                      .pg_count_min = QUORUM_PGS_MAX,
+                      .epoch_min = epoch_min};
+    rc = vol_open(node->loop, &cfg, &volume_cbs, w, &w->vol, msg);
+    if (rc == 0) rc = wr_rpo_start(w, msg);
+    if (rc != 0) return rc;
+    mrd_node_route(node, "GET", "/v1/log", wr_stream_route, w);
+    return 0;
+}
+
 /* A secondary region's writer opens nothing: its region's agent writes the volume. */
-static int writer_standby(writer *w, writer **out)
+static void writer_standby(writer *w)
 {
     mrd_node *node = w->node;
     w->state = WR_STANDBY;
-    w->m_refused = mrd_metric_add(&node->metrics, MRD_COUNTER, "meridian_fenced_requests_total",
-                                  NULL, "Writes refused: standing by, draining or fenced.");
     snprintf(w->why, sizeof(w->why),
              "region %s is a secondary: its volume follows region %s through the agent; "
              "write through the primary region",
              w->region->name, node->topo.regions[node->topo.primary_region].name);
-    mrd_node_route(node, "POST", "/v1/sql", wr_sql_route, w);
-    node->status_fn = status_fn;
-    node->status_ud = w;
-    node->ready_fn = ready_fn;
-    node->ready_ud = w;
     MRD_INFO("writer_standby", "region=%s", w->region->name);
-    *out = w;
-    return 0;
 }
 
 int writer_start(mrd_node *node, const writer_options *o, writer **out, mrd_msg *msg)
@@ -257,31 +297,9 @@ int writer_start(mrd_node *node, const writer_options *o, writer **out, mrd_msg 
     w->global_epoch = o->global_epoch;
     w->confirm = o->confirm;
     w->confirm_ud = o->confirm_ud;
-    if (o->mode == RG_INST_STANDBY) return writer_standby(w, out);
-    uv_timer_init(node->loop, &w->beat);
-    w->beat.data = w;
-    w->beat_ms = mrd_now_ms();
-    uv_timer_start(&w->beat, on_beat, WRITER_BEAT_MS, WRITER_BEAT_MS);
-    w->beat_running = true;
-    w->max_pages = (uint64_t)QUORUM_PGS_MAX * (node->topo.pg_size_bytes / node->topo.page_size);
-    register_metrics(w);
     w->m_refused = mrd_metric_add(&node->metrics, MRD_COUNTER, "meridian_fenced_requests_total",
                                   NULL, "Writes refused: standing by, draining or fenced.");
-    int rc = wr_backlog_init(&w->backlog, WRITER_BACKLOG_RECORDS, 64u << 20);
-    if (rc == 0) rc = sqlx_start(node->loop, &w->sqlx, msg);
-    if (rc != 0) return rc;
-    wr_store_init(w);
-    vol_config cfg = {.topo = &node->topo,
-                      .region = node->self->region,
-                      .certs_dir = node->certs_dir,
-                      .cert_id = node->self->id,
-                      .pg_count_min = QUORUM_PGS_MAX,
-                      .epoch_min = o->epoch_min};
-    rc = vol_open(node->loop, &cfg, &volume_cbs, w, &w->vol, msg);
-    if (rc == 0) rc = wr_rpo_start(w, msg);
-    if (rc != 0) return rc;
     mrd_node_route(node, "POST", "/v1/sql", wr_sql_route, w);
-    mrd_node_route(node, "GET", "/v1/log", wr_stream_route, w);
     node->status_fn = status_fn;
     node->status_ud = w;
     node->req_close_fn = req_close_fn;
@@ -291,5 +309,9 @@ int writer_start(mrd_node *node, const writer_options *o, writer **out, mrd_msg 
     node->ready_fn = ready_fn;
     node->ready_ud = w;
     *out = w;
-    return 0;
+    if (o->mode == RG_INST_STANDBY) {
+        writer_standby(w);
+        return 0;
+    }
+    return writer_activate(w, o->epoch_min, msg);
 }

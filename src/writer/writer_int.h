@@ -107,6 +107,9 @@ void wr_sql_open(writer *w);
 void wr_sql_closed(h2_req *req);
 /* Stopping: requests not yet in a group are answered 503. */
 void wr_sql_drop_pending(writer *w);
+/* Answers the requests held while the writer opens once they waited WRITER_OPEN_HOLD_MS,
+ * or at once when it failed or was fenced instead (called at every beat). */
+void wr_sql_hold_expire(writer *w, uint64_t now_ms);
 
 /* rpo.c */
 int wr_rpo_start(writer *w, mrd_msg *msg);

@@ -2,14 +2,15 @@
 through every endpoint with every type, a reader that never shows a partial
 transaction nor goes back in time under a write load, kill -9 of the writer
 (every acknowledged transaction survives, none that was refused appears),
-kill -9 of a whole AZ of storage (writes go on), and a reader restarted under
-load that catches up by itself."""
+kill -9 of a whole AZ of storage (writes go on), a reader restarted under
+load that catches up by itself, and a writer that holds requests while it opens."""
 
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
@@ -198,7 +199,77 @@ def under_load():
         env.cleanup()
 
 
+def post(env, address, text, max_s=10):
+    """POST /v1/sql straight to an instance: (HTTP status, answer, seconds taken)."""
+    t = time.monotonic()
+    c = subprocess.run(["curl", "-sS", "--max-time", str(max_s), *env.curl_args(),
+                        "-o", "-", "-w", "\n%{http_code}", "-H", "content-type: application/json",
+                        "--data", json.dumps({"sql": text}), env.url(address, "/v1/sql")],
+                       capture_output=True, text=True)
+    body, _, code = c.stdout.rpartition("\n")
+    return int(code or 0), json.loads(body) if body.strip() else c.stderr, time.monotonic() - t
+
+
+def writer_holds_while_opening():
+    """A writer still recovering the volume holds a request and runs it the moment it is
+    ready; one it cannot open within WRITER_OPEN_HOLD_MS (1 s) is answered 503, nothing
+    changed. The writer is restarted (kill -9, `meridian up`) while four of its six storage
+    nodes are stopped: recovery waits for them."""
+    env = mtest.Env(BIN, tls=False, readers=1)
+    with open(env.topo) as f:
+        text = f.read()
+    with open(env.topo, "w") as f:  # no in-region failover: the writer itself comes back
+        f.write(text.replace("settings:\n", "settings:\n  writer_timeout_ms: 0\n", 1))
+    stopped = []
+    try:
+        env.cli("up")
+        sql(env, "CREATE TABLE h (k INTEGER PRIMARY KEY)")
+        addr = {p["id"]: p for p in env.status()["processes"]}["r1-w1"]["address"]
+        pids = env.pids()
+        stopped = [pids[s] for s in ("r1-s1", "r1-s2", "r1-s3", "r1-s4")]
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        os.kill(pids["r1-w1"], signal.SIGKILL)
+        mtest.wait_for("r1-w1 gone", lambda: not mtest.pid_is(pids["r1-w1"], "r1-w1"))
+        env.cli("up", "--timeout-ms", "300", check=False)  # starts it; it cannot get ready
+        mtest.wait_for("r1-w1 listening", lambda: post(env, addr, "SELECT 1", 2)[0] != 0)
+
+        code, doc, took = post(env, addr, "INSERT INTO h VALUES (1)")
+        print(f"  recovery blocked: {code} {doc} after {took:.2f} s")
+        assert code == 503 and doc["error"]["code"] == "unavailable", (code, doc)
+        assert "still recovering the volume after 1000 ms" in doc["error"]["message"], doc
+        assert took >= 1.0, took
+
+        result = {}
+
+        def send():
+            result["answer"] = post(env, addr, "INSERT INTO h VALUES (2)")
+
+        t = threading.Thread(target=send)
+        t.start()
+        time.sleep(0.3)
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        stopped = []
+        t.join(timeout=30)
+        code, doc, took = result["answer"]
+        print(f"  storage back 0.3 s after the request: {code} after {took:.2f} s")
+        assert code == 200 and doc["results"][0]["changes"] == 1, (code, doc)
+        assert took >= 0.3, took
+        rows = sql(env, "SELECT k FROM h")["results"][0]["rows"]
+        assert rows == [[2]], rows  # the refused one never ran
+        log = open(os.path.join(env.data, "r1-w1", "meridiand.log")).read()
+        assert "event=sql_ready" in log and "held=1" in log, log[-2000:]
+        assert not env.sanitizer_reports(), env.sanitizer_reports()
+        env.cli("down")
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        env.cleanup()
+
+
 mtest.run_tests([
+    ("writer_holds_while_opening", writer_holds_while_opening),
     ("round_trips_cleartext", lambda: round_trips(False)),
     ("round_trips_tls", lambda: round_trips(True)),
     ("under_load", under_load),
