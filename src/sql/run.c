@@ -151,7 +151,6 @@ static int column_json(sqlite3_stmt *st, int i, mrd_buf *out)
     }
 }
 
-/* Steps one prepared statement to the end, appending its result object. */
 /* SQLite's error rc as the API says it: a page the volume could not give (an I/O error, on
  * a writer or reader that is stopping, restarting or cut from storage) changed nothing and
  * may be sent again (503); a busy database too; anything else is the request's (400). */
@@ -166,6 +165,7 @@ static int sqlite_fail(mrd_sql_error *err, sqlite3 *db, int rc, const char *wher
                         where, sqlite3_errmsg(db));
 }
 
+/* Steps one prepared statement to the end, appending its result object. */
 static int run_one(sqlite3 *db, sqlite3_stmt *st, const char *where, uint64_t *rows_total,
                    mrd_buf *out, mrd_sql_error *err)
 {

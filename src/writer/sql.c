@@ -225,6 +225,33 @@ static void group_submit(writer *w)
     w->group_running = true;
 }
 
+/* A writer still recovering the volume or opening the database: it holds requests. */
+static bool opening(const writer *w)
+{
+    return w->state == WR_RECOVERING || w->state == WR_OPENING;
+}
+
+/* What a writer that is not ready says of itself after "the writer is ", and the code of
+ * the 503 that refuses a request for it. */
+static const char *state_phrase(const writer *w, const char **code)
+{
+    *code = "unavailable";
+    switch (w->state) {
+    case WR_RECOVERING:
+        return "recovering the volume";
+    case WR_OPENING:
+        return "opening the database";
+    case WR_FENCED:
+        *code = "fenced";
+        return "fenced by a newer writer";
+    case WR_STANDBY:
+        *code = "secondary_region";
+        return "standing by";
+    default:
+        return "failed";
+    }
+}
+
 void wr_sql_route(mrd_node *node, h2_req *req, void *ud)
 {
     writer *w = ud;
@@ -241,19 +268,10 @@ void wr_sql_route(mrd_node *node, h2_req *req, void *ud)
     /* a writer still recovering or opening holds the request (up to WRITER_OPEN_HOLD_MS,
      * wr_sql_hold_expire) and runs it the moment it is ready: a switchover or a writer
      * failover costs the clients no retry round */
-    bool hold = w->state == WR_RECOVERING || w->state == WR_OPENING;
-    if (w->state != WR_READY && !hold) {
-        mrd_sql_fail(&err, 503,
-                     w->state == WR_FENCED    ? "fenced"
-                     : w->state == WR_STANDBY ? "secondary_region"
-                                              : "unavailable",
-                     "the writer is %s%s%s",
-                     w->state == WR_RECOVERING ? "recovering the volume"
-                     : w->state == WR_OPENING  ? "opening the database"
-                     : w->state == WR_FENCED   ? "fenced by a newer writer"
-                     : w->state == WR_STANDBY  ? "standing by"
-                                               : "failed",
-                     w->why[0] ? ": " : "", w->why);
+    if (w->state != WR_READY && !opening(w)) {
+        const char *code, *phrase = state_phrase(w, &code);
+        mrd_sql_fail(&err, 503, code, "the writer is %s%s%s", phrase, w->why[0] ? ": " : "",
+                     w->why);
         return respond_error(req, &err);
     }
     sql_job *j = calloc(1, sizeof(*j));
@@ -310,19 +328,17 @@ void wr_sql_drop_pending(writer *w)
 void wr_sql_hold_expire(writer *w, uint64_t now_ms)
 {
     if (w->state == WR_READY || w->pending == NULL) return;
-    if (w->state == WR_RECOVERING || w->state == WR_OPENING) {
+    const char *code, *phrase = state_phrase(w, &code);
+    char why[MRD_MSG_MAX];
+    if (opening(w)) {
         if (now_ms - w->pending->started_ms < WRITER_OPEN_HOLD_MS) return;
-        char why[MRD_MSG_MAX];
-        snprintf(why, sizeof(why), "the writer is still %s after %u ms",
-                 w->state == WR_RECOVERING ? "recovering the volume" : "opening the database",
+        snprintf(why, sizeof(why), "the writer is still %s after %u ms", phrase,
                  WRITER_OPEN_HOLD_MS);
-        return fail_pending(w, "unavailable", why);
+    } else { /* it will not open: failed or fenced meanwhile */
+        snprintf(why, sizeof(why), "the writer is %s%s%.300s", phrase, w->why[0] ? ": " : "",
+                 w->why);
     }
-    char why[MRD_MSG_MAX]; /* it will not open: failed or fenced meanwhile */
-    snprintf(why, sizeof(why), "the writer is %s%s%.300s",
-             w->state == WR_FENCED ? "fenced by a newer writer" : "failed", w->why[0] ? ": " : "",
-             w->why);
-    fail_pending(w, w->state == WR_FENCED ? "fenced" : "unavailable", why);
+    fail_pending(w, code, why);
 }
 
 void wr_sql_closed(h2_req *req)
