@@ -257,8 +257,9 @@ void wr_sql_route(mrd_node *node, h2_req *req, void *ud)
     writer *w = ud;
     mrd_metric_inc(w->m_sql, 1);
     mrd_sql_error err;
-    if (w->state != WR_READY || w->mode == RG_INST_DRAINED) mrd_metric_inc(w->m_refused, 1);
-    if (w->state == WR_READY && w->mode == RG_INST_DRAINED) {
+    /* draining: new writes are refused, also while a writer replaced mid-drain opens */
+    if (w->mode == RG_INST_DRAINED && (w->state == WR_READY || opening(w))) {
+        mrd_metric_inc(w->m_refused, 1);
         mrd_sql_fail(&err, 503, "draining",
                      "region %s is handing the primary role over (switchover): "
                      "retry through the global writer endpoint",
@@ -269,6 +270,7 @@ void wr_sql_route(mrd_node *node, h2_req *req, void *ud)
      * wr_sql_hold_expire) and runs it the moment it is ready: a switchover or a writer
      * failover costs the clients no retry round */
     if (w->state != WR_READY && !opening(w)) {
+        mrd_metric_inc(w->m_refused, 1);
         const char *code, *phrase = state_phrase(w, &code);
         mrd_sql_fail(&err, 503, code, "the writer is %s%s%s", phrase, w->why[0] ? ": " : "",
                      w->why);
@@ -338,6 +340,7 @@ void wr_sql_hold_expire(writer *w, uint64_t now_ms)
         snprintf(why, sizeof(why), "the writer is %s%s%.300s", phrase, w->why[0] ? ": " : "",
                  w->why);
     }
+    mrd_metric_inc(w->m_refused, w->n_pending);
     fail_pending(w, code, why);
 }
 

@@ -232,7 +232,9 @@ def writer_holds_while_opening():
         os.kill(pids["r1-w1"], signal.SIGKILL)
         mtest.wait_for("r1-w1 gone", lambda: not mtest.pid_is(pids["r1-w1"], "r1-w1"))
         env.cli("up", "--timeout-ms", "300", check=False)  # starts it; it cannot get ready
-        mtest.wait_for("r1-w1 listening", lambda: post(env, addr, "SELECT 1", 2)[0] != 0)
+        probes = []  # a probe that reaches the writer is held 1 s, then answered 503
+        mtest.wait_for("r1-w1 listening",
+                       lambda: probes.append(post(env, addr, "SELECT 1", 2)[0]) or probes[-1])
 
         code, doc, took = post(env, addr, "INSERT INTO h VALUES (1)")
         print(f"  recovery blocked: {code} {doc} after {took:.2f} s")
@@ -260,6 +262,14 @@ def writer_holds_while_opening():
         assert rows == [[2]], rows  # the refused one never ran
         log = open(os.path.join(env.data, "r1-w1", "meridiand.log")).read()
         assert "event=sql_ready" in log and "held=1" in log, log[-2000:]
+        # refused: the probes and the first insert, which waited out the hold; not the
+        # insert that was held and then run
+        c = subprocess.run(["curl", "-sS", "--max-time", "10", *env.curl_args(),
+                            env.url(addr, "/metrics")], capture_output=True, text=True)
+        refused = [l for l in c.stdout.splitlines()
+                   if l.startswith("meridian_fenced_requests_total ")]
+        assert refused == [f"meridian_fenced_requests_total {probes.count(503) + 1}"], \
+            (refused, probes)
         assert not env.sanitizer_reports(), env.sanitizer_reports()
         env.cli("down")
     finally:
