@@ -213,8 +213,13 @@ def switchover_bank():
         r = env.cli("switchover", "--to", "r2", "--json", timeout=120)
         first = json.loads(r.stdout.strip().splitlines()[-1])
         assert first["target"] == "r2" and first["epoch"] == 1, first
-        # a client that cached the old primary's writer is refused, never served
-        code, body = post_sql(env, addrs["r1-r1"], "UPDATE accounts SET balance = 0")
+        # a client that cached the old primary's writer is refused, never served (the
+        # writer restarts to stand by: until it listens again, its connections are refused)
+        tries = []
+        mtest.wait_for("r1-r1 answering", lambda: tries.append(post_sql(
+            env, addrs["r1-r1"], "UPDATE accounts SET balance = 0")) or tries[-1][0] != 0,
+            timeout=10)
+        code, body = tries[-1]
         assert code == 503 and json.loads(body)["error"]["code"] in (
             "secondary_region", "draining"), (code, body)
         code, body = post_sql(env, addrs["r1-w1"], "UPDATE accounts SET balance = 0")
