@@ -945,6 +945,26 @@ static void liveness_pings_and_silent_cut(void **state)
     f->port = server_port;
 }
 
+/* A process that was itself stopped (or starved) longer than H2_DEAD_MS does not take
+ * its own pause for the peer's silence: what the peer sent waits unread in the socket.
+ * Client and server share this loop, so both ends are "stopped" here at once. */
+static void liveness_own_pause_not_counted(void **state)
+{
+    fx *f = *state;
+    start_server(f, false, 0);
+    cli k;
+    assert_int_equal(cli_open(f, &k, NULL, NULL, NULL, NULL), 0);
+    run_for(f, H2_PING_MS + 500); /* a PING has crossed: the last one heard is ~0.5 s old */
+    usleep((H2_DEAD_MS + 1000) * 1000); /* the loop does not run: as under SIGSTOP */
+    run_for(f, 2 * H2_PING_MS + 500);
+    assert_int_equal(k.disconnects, 0);
+    rec ok;
+    request(&k, &ok, "GET", "/v1/status", NULL);
+    assert_true(run_until(f, rec_closed, &ok, WAIT_MS));
+    expect_ok(&ok);
+    cli_close(f, &k);
+}
+
 static void queue_limit_per_connection(void **state)
 {
     fx *f = *state;
@@ -1141,6 +1161,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(cancel_queued_call, setup, teardown),
         cmocka_unit_test_setup_teardown(tls_through_tiny_pieces, setup, teardown),
         cmocka_unit_test_setup_teardown(liveness_pings_and_silent_cut, setup, teardown),
+        cmocka_unit_test_setup_teardown(liveness_own_pause_not_counted, setup, teardown),
         cmocka_unit_test_setup_teardown(queue_limit_per_connection, setup, teardown),
         cmocka_unit_test_setup_teardown(connect_by_name, setup, teardown),
         cmocka_unit_test_setup_teardown(connect_refused, setup, teardown),
