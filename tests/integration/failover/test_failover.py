@@ -185,9 +185,14 @@ class ReadLoop(threading.Thread):
             time.sleep(0.02)
 
 
-def wait_bank_ready(env, addr):
-    mtest.wait_for("the bank's accounts", lambda: post_sql(
-        env, addr, "SELECT count(*) FROM accounts")[0] == 200, timeout=30)
+def wait_bank_ready(env, *addrs):
+    """Waits until every address shows the bank's 100 accounts (the bank creates its tables
+    and its accounts in two transactions: the tables alone read as a sum of NULL)."""
+    def ready(addr):
+        code, body = post_sql(env, addr, "SELECT count(*) FROM accounts")
+        return code == 200 and json.loads(body)["results"][0]["rows"][0][0] == 100
+    for addr in addrs:
+        mtest.wait_for(f"the bank's accounts at {addr}", lambda: ready(addr), timeout=30)
 
 
 def switchover_bank():
@@ -197,7 +202,7 @@ def switchover_bank():
         ep, addrs = endpoints(env), addresses(env)
         log = os.path.join(env.dir, "bank.log")
         load = bank(env, ep["r1"]["global_writer"], 16000, log)
-        wait_bank_ready(env, ep["r2"]["reader"])
+        wait_bank_ready(env, ep["r2"]["reader"], addrs["r2-r1"], addrs["r2-r2"])
         readers = ("r1-r2", "r2-r1", "r2-r2")  # r1-r1 becomes r1's writer below
         pids = {i: env.pids()[i] for i in readers}
         loop = ReadLoop(env, ep["r2"]["reader"], 100 * 1000)
@@ -337,7 +342,7 @@ def unplanned_failover():
         ep, addrs = endpoints(env), addresses(env)
         log = os.path.join(env.dir, "bank.log")
         load = bank(env, ep["r1"]["cluster"], 6000, log)
-        wait_bank_ready(env, ep["r2"]["reader"])
+        wait_bank_ready(env, ep["r2"]["reader"], addrs["r2-r1"])
         time.sleep(1.5)
         pids = env.pids()
         r1 = [pid for ident, pid in pids.items() if ident.startswith("r1-")]
