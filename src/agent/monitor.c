@@ -21,6 +21,10 @@
 #define AG_PROBE_MS 100u
 #define AG_PROBE_TIMEOUT_MS 1000u
 #define AG_PROBE_FRESH_MS 1000u /* a reader answered within this: a candidate */
+/* A writer just named (a reader restarting into the writer) has this long, or
+ * writer_timeout_ms when longer, to first answer as the writer before another is named:
+ * a slow start is not a second failure. */
+#define AG_WRITER_START_MS 5000u
 
 static void probe_connect(h2_client *c, int status, void *ud);
 static void probe_disconnect(h2_client *c, int error, void *ud);
@@ -153,7 +157,13 @@ void ag_monitor_tick(agent *a, uint64_t now)
         if (strcmp(a->probes[i].node->id, a->rs.writer) == 0) w = &a->probes[i];
     if (w == NULL) return;
     uint64_t seen = w->last_ok_ms > a->writer_since_ms ? w->last_ok_ms : a->writer_since_ms;
-    if (now - seen <= timeout) {
+    bool started = w->last_ok_ms >= a->writer_since_ms && strcmp(w->role, "writer") == 0;
+    uint32_t allowed = timeout;
+    if (!started) {
+        seen = a->writer_since_ms;
+        if (allowed < AG_WRITER_START_MS) allowed = AG_WRITER_START_MS;
+    }
+    if (now - seen <= allowed) {
         a->no_candidate_said = false;
         return;
     }

@@ -460,12 +460,26 @@ def writer_kill():
         load = bank(env, ep["r1"]["cluster"], 6000, log)
         wait_bank_ready(env, ep["r1"]["cluster"])
         time.sleep(1.5)
-        os.kill(env.pids()["r1-w1"], signal.SIGKILL)
+        # the writer dies; the reader the agent will choose (r1-r1, priority 1) is stopped
+        # 0.7 s later, while still counted fresh (it answered within the last second): it is
+        # named, and cannot start as the writer until it resumes 2 s after. A writer just
+        # named has AG_WRITER_START_MS (5 s) to first answer: the agent waits for it
+        # instead of naming r1-r2 a second later
+        pids = env.pids()
+        os.kill(pids["r1-w1"], signal.SIGKILL)
+        time.sleep(0.7)
+        os.kill(pids["r1-r1"], signal.SIGSTOP)
+        try:
+            mtest.wait_for("a writer named", lambda: region_state(env, addrs, "r1").get(
+                "state", {}).get("writer") != "r1-w1", timeout=30, interval=0.05)
+            time.sleep(2.0)
+        finally:
+            os.kill(pids["r1-r1"], signal.SIGCONT)
         out = finish(load)
         assert out["ok"] > 0 and out["fail"] == 0, out
         c = bank_check(env, ep["r1"]["cluster"], log)
         st = region_state(env, addrs, "r1")["state"]
-        assert st["writer"] == "r1-r1" and st["writer_gen"] == 1, st  # priority 1 < 2
+        assert st["writer"] == "r1-r1" and st["writer_gen"] == 1, st  # priority 1 < 2, once
         env.cli("up", "--timeout-ms", "30000")  # the old writer returns ...
         mtest.wait_for("r1-w1 back as a reader", lambda: get_json(
             env, addrs["r1-w1"], "/v1/status").get("role") == "reader", timeout=30)
