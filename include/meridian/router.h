@@ -96,7 +96,8 @@ int router_pick(const router_backend_view *b, int n, uint64_t tried, uint64_t la
  *    "the writer is stopping", "the reader is starting", "the instance is
  *    starting", "cannot begin a transaction"), never one said after a commit was
  *    attempted ("the writer cannot make commits durable", "commit failed"): that
- *    outcome is unknown;
+ *    outcome is unknown; any 503 unavailable when !to_writer (a reader only
+ *    reads: "send it again" is safe, within the router's wait);
  *  - 403 read_only when to_writer (the request was meant for a writer: the
  *    instance has become a reader).
  * code (code_max bytes) receives the error code, "" when the body has none.

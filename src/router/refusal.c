@@ -15,7 +15,9 @@
  * and after a commit whose durability is unknown; these are the beginnings of the
  * messages of the first kind (src/writer/sql.c, src/reader/sql.c). Anything else
  * is taken as an outcome, so a new message errs towards answering, never towards
- * a second commit.
+ * a second commit. A reader's 503 unavailable is always a refusal: a reader only
+ * reads (a read point that moved on, a page no storage node served, an I/O error),
+ * so the read may go again, to the same reader or another.
  */
 static const char *before_running[] = {
     "the writer is ",             /* recovering, opening, standing by, fenced, failed, stopping */
@@ -52,7 +54,7 @@ bool router_refusal(int status, const uint8_t *body, size_t len, bool to_writer,
             refused = strcmp(s, "draining") == 0 || strcmp(s, "fenced") == 0 ||
                       strcmp(s, "busy") == 0 ||
                       (strcmp(s, "secondary_region") == 0 && region_primary) ||
-                      (strcmp(s, "unavailable") == 0 && said_before_running(msg));
+                      (strcmp(s, "unavailable") == 0 && (!to_writer || said_before_running(msg)));
     }
     mrd_json_free(&d);
     return refused;
