@@ -142,7 +142,8 @@ def bad_bodies_change_nothing(n, ident):
 
 def reset_answers_then_restarts_empty(n, ident):
     """The reset, then right after its answer (same connection, before the restart)
-    a read, an append and a fence: each 503 resetting."""
+    a read, an append and a fence: each 503 resetting (or, after a stall past the
+    restart, the connection closed)."""
     before = n.status(ident)
     pid = n.pid(ident)
     assert pid == before["pid"], (pid, before)
@@ -154,9 +155,13 @@ def reset_answers_then_restarts_empty(n, ident):
     first = answers[0]
     assert first["status"] == 200, first
     assert json.loads(first["body"]) == {"reset": True, "node": ident}, first
+    # the node restarts 100 ms after the answer: a client stalled that long sees the
+    # connection close instead (status 0) for what it sends after; the first is refused
+    assert answers[1]["status"] == 503, answers[1]
     for a in answers[1:]:
-        assert a["status"] == 503, a
-        assert json.loads(a["body"])["error"]["code"] == "resetting", a
+        assert a["status"] in (503, 0), a
+        if a["status"] == 503:
+            assert json.loads(a["body"])["error"]["code"] == "resetting", a
 
     def back():
         st = n.status(ident)

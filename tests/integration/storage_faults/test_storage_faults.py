@@ -116,7 +116,12 @@ def fail_node(c, log, bench_err, ident, words, call, errtext):
     assert "faultfs: injected" in text, text[-3000:]
     st = c.status(ident)
     assert st["log_failed_reason"], st
-    frozen = c.durable(ident)
+    # a sync already under way when another write failed may still complete (what it
+    # holds is durable): frozen is what the node holds once two readings agree
+    frozen, prev = c.durable(ident), None
+    while frozen != prev:
+        time.sleep(0.5)
+        prev, frozen = frozen, c.durable(ident)
     mtest.vdl_advances(log, 500, f"{ident} failed ({words}), five nodes left", timeout=30.0)
     assert c.durable(ident) == frozen, (frozen, c.durable(ident))
     pid = c.env.pids()[ident]
