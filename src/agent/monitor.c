@@ -156,13 +156,10 @@ void ag_monitor_tick(agent *a, uint64_t now)
     for (int i = 0; i < a->region->instance_count; i++)
         if (strcmp(a->probes[i].node->id, a->rs.writer) == 0) w = &a->probes[i];
     if (w == NULL) return;
-    uint64_t seen = w->last_ok_ms > a->writer_since_ms ? w->last_ok_ms : a->writer_since_ms;
+    /* silent since its last answer as the writer, or since it was named */
     bool started = w->last_ok_ms >= a->writer_since_ms && strcmp(w->role, "writer") == 0;
-    uint32_t allowed = timeout;
-    if (!started) {
-        seen = a->writer_since_ms;
-        if (allowed < AG_WRITER_START_MS) allowed = AG_WRITER_START_MS;
-    }
+    uint64_t seen = started ? w->last_ok_ms : a->writer_since_ms;
+    uint32_t allowed = started || timeout >= AG_WRITER_START_MS ? timeout : AG_WRITER_START_MS;
     if (now - seen <= allowed) {
         a->no_candidate_said = false;
         return;
